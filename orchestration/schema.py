@@ -1,0 +1,75 @@
+"""Versioned, idempotent DDL applied at start-up and recorded in ``schema_migrations``.
+
+Each ``ddl/NNNN_name.sql`` file is one migration: Jinja-rendered statements separated by ``;`` at the end of
+a line. Every statement is written to be safe to run twice (``IF NOT EXISTS``), so a crash between a
+statement and the bookkeeping row simply re-runs the migration. The same files render a cluster form
+(``ON CLUSTER``, ``Replicated*MergeTree``) when ``cluster`` is given.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import jinja2
+
+from orchestration.clickhouse import ClickHouse, query_rows
+from orchestration.settings import DATABASE
+
+_FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    template: str
+
+
+def load_migrations() -> list[Migration]:
+    found = []
+    for entry in resources.files("orchestration").joinpath("ddl").iterdir():
+        match = _FILE_RE.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text()))
+    return sorted(found, key=lambda m: m.version)
+
+
+def render(template: str, db: str = DATABASE, cluster: str | None = None, **extra: object) -> list[str]:
+    """Render one migration into its statements."""
+
+    def engine(kind: str, table: str) -> str:
+        if not cluster:
+            return f"{kind}()"
+        return f"Replicated{kind}('/clickhouse/tables/{{shard}}/{db}/{table}', '{{replica}}')"
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 (SQL, not HTML)
+    text = env.from_string(template).render(
+        db=db, on_cluster=f"ON CLUSTER {cluster}" if cluster else "", engine=engine, **extra
+    )
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return [stmt.strip() for stmt in re.split(r";\s*\n", text + "\n") if stmt.strip()]
+
+
+def apply_migrations(ch: ClickHouse, db: str = DATABASE) -> list[int]:
+    """Apply pending migrations in order; returns the versions applied now."""
+    ch.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+    ch.command(
+        f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
+        "(version UInt32, name String, applied_at DateTime64(6, 'UTC') DEFAULT now64(6)) "
+        "ENGINE = MergeTree ORDER BY version"
+    )
+    done = {row["version"] for row in query_rows(ch, f"SELECT DISTINCT version FROM {db}.schema_migrations")}
+    applied = []
+    for migration in load_migrations():
+        if migration.version in done:
+            continue
+        for statement in render(migration.template, db=db):
+            ch.command(statement)
+        ch.command(
+            f"INSERT INTO {db}.schema_migrations (version, name) VALUES ({{v:UInt32}}, {{n:String}})",
+            {"v": migration.version, "n": migration.name},
+        )
+        applied.append(migration.version)
+    return applied

@@ -1,0 +1,66 @@
+"""Configuration read from environment variables (names fixed by DESIGN.md).
+
+Secrets (S3 keys, the ClickHouse URL with its password) are never stored here: resources read them through
+``dg.EnvVar`` so they stay out of run config, logs and the UI.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DATABASE = "tracehouse"
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    clickhouse_url_set: bool
+    s3_endpoint_url: str | None
+    raw_bucket: str
+    raw_prefix: str
+    propagation_delay_seconds: int
+    propagation_interval_seconds: int
+    max_object_bytes: int
+    max_record_bytes: int
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.home / "clickhouse"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def s3_data_dir(self) -> Path:
+        return self.home / "s3"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.clickhouse_url_set
+
+
+def load_settings() -> Settings:
+    return Settings(
+        home=Path(os.environ.get("TRACEHOUSE_HOME") or ".tracehouse").resolve(),
+        clickhouse_url_set=bool(os.environ.get("CLICKHOUSE_URL")),
+        s3_endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None,
+        raw_bucket=os.environ.get("RAW_BUCKET") or "tracehouse-raw",
+        raw_prefix=os.environ.get("RAW_PREFIX", ""),
+        propagation_delay_seconds=_int("PROPAGATION_DELAY_SECONDS", 300),
+        propagation_interval_seconds=_int("PROPAGATION_INTERVAL_SECONDS", 180),
+        max_object_bytes=_int("TRACEHOUSE_MAX_OBJECT_BYTES", 256 * 1024 * 1024),
+        max_record_bytes=_int("TRACEHOUSE_MAX_RECORD_BYTES", 16 * 1024 * 1024),
+    )
