@@ -28,6 +28,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
 def weed_binary() -> str:
     beside_python = Path(sys.executable).with_name("weed")
     found = str(beside_python) if beside_python.exists() else shutil.which("weed")
@@ -77,7 +85,24 @@ class LocalS3:
     endpoint_url: str
     access_key: str
     secret_key: str
-    process: subprocess.Popen
+    process: subprocess.Popen | None  # None when attached to a server another command started
+
+    @classmethod
+    def attach_or_start(cls, data_dir: Path) -> LocalS3:
+        """Reuse the SeaweedFS that ``tracehouse dev`` runs on this folder, or start one."""
+        data_dir = Path(data_dir).resolve()
+        state = data_dir / "server.json"
+        if state.exists():
+            info = json.loads(state.read_text())
+            if _alive(info["pid"]):
+                access, secret = _credentials(data_dir)
+                server = cls(data_dir, info["endpoint_url"], access, secret, None)
+                try:
+                    server.client().list_buckets()
+                    return server
+                except Exception:  # stale state file: start our own
+                    pass
+        return cls.start(data_dir)
 
     @classmethod
     def start(cls, data_dir: Path, s3_port: int | None = None, timeout: float = 60.0) -> LocalS3:
@@ -99,12 +124,13 @@ class LocalS3:
             f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
             "-s3", f"-s3.port={s3_port}", f"-s3.port.grpc={ports['s3_grpc']}", f"-s3.config={config}",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=256", "-volume.max=0",
-            "-iam=false",
+            "-iam=false", "-volume.preStopSeconds=0",
         ]
         log = open(data_dir / "weed.log", "ab")  # noqa: SIM115 (the child owns it)
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         server = cls(data_dir, f"http://127.0.0.1:{s3_port}", access, secret, process)
         server._wait_ready(timeout)
+        (data_dir / "server.json").write_text(json.dumps({"pid": process.pid, "endpoint_url": server.endpoint_url}))
         return server
 
     def client(self):
@@ -115,7 +141,7 @@ class LocalS3:
         client = self.client()
         last: Exception | None = None
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"SeaweedFS exited with {self.process.returncode}; see {self.data_dir / 'weed.log'}")
             try:
                 client.list_buckets()
@@ -134,10 +160,15 @@ class LocalS3:
                 "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": "us-east-1"}
 
     def stop(self) -> None:
+        if self.process is None:
+            return
+        (self.data_dir / "server.json").unlink(missing_ok=True)
         if self.process.poll() is None:
+            # SeaweedFS's graceful stop waits ~15 s on its own gRPC streams; every write it acknowledged is
+            # already in the kernel's page cache, so a short grace then SIGKILL loses nothing.
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()

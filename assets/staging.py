@@ -1,0 +1,109 @@
+"""Stage 1: raw S3 objects into the ClickHouse staging tables (plus the ingest ledger and quarantine).
+
+One multi-asset, because one load writes all of them in one protocol (see ``orchestration/loader.py``).
+The sensor passes the keys of a batch in run config; ``scan_all`` (the reconciliation schedule and
+``tracehouse run-once``) loads every object in the bucket the ledger has not committed.
+"""
+
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+from pydantic import Field
+
+from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
+from orchestration.loader import STAGING_TABLES, LoadReport, load_objects
+from orchestration.reconcile import pending_keys
+from orchestration.resources import ClickHouseResource
+from orchestration.settings import DATABASE, load_settings
+
+QUARANTINE_KEY = dg.AssetKey("ingest_quarantine")
+_DESCRIPTIONS = {
+    "observations_staging": "Observation rows as they arrived (creates and legacy patches), one per span/event.",
+    "traces_staging": "Trace-level records from legacy trace-create events; the latest non-empty field wins.",
+    "scores_staging": "Scores from legacy batches and the scores API.",
+}
+_TYPE_MAP = {"UInt": "int", "Int": "int", "Float": "float", "Bool": "bool", "DateTime": "timestamp"}
+
+
+class StagingLoadConfig(dg.Config):
+    keys: list[str] = Field(default_factory=list, description="raw object keys to load (set by the sensor)")
+    scan_all: bool = Field(default=False, description="also load every object the ledger has not committed")
+
+
+def table_metadata(ch: ClickHouse, table: str, db: str = DATABASE) -> dict[str, object]:
+    """The standard Dagster table metadata, read from ClickHouse itself."""
+    columns = query_rows(
+        ch,
+        "SELECT name, type, comment FROM system.columns WHERE database = {db:String} AND table = {t:String} "
+        "ORDER BY position",
+        {"db": db, "t": table},
+    )
+    schema = dg.TableSchema(columns=[
+        dg.TableColumn(c["name"], next((v for k, v in _TYPE_MAP.items() if k in c["type"]), c["type"]),
+                       description=c["comment"] or c["type"])
+        for c in columns
+    ])
+    rows = query_scalar(ch, f"SELECT count() FROM {db}.{table}")
+    return {"dagster/table_name": f"{db}.{table}", "dagster/column_schema": schema, "dagster/row_count": rows}
+
+
+def _quarantine_table(report: LoadReport) -> dg.MetadataValue:
+    lines = ["| object | reason |", "| --- | --- |"]
+    for o in report.quarantined[:50]:
+        reason = o.reason.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| `{o.key}` | {reason} |")
+    if len(report.quarantined) > 50:
+        lines.append(f"| … | {len(report.quarantined) - 50} more in {DATABASE}.quarantine |")
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+@dg.multi_asset(
+    name="staging_tables",
+    specs=[
+        *[dg.AssetSpec(t, deps=["raw_batches"], group_name="ingest", kinds={"clickhouse"},
+                       description=_DESCRIPTIONS[t]) for t in STAGING_TABLES],
+        dg.AssetSpec(QUARANTINE_KEY, deps=["raw_batches"], group_name="ingest", kinds={"clickhouse"},
+                     description="Raw objects that could not be loaded, with the reason (table tracehouse.quarantine)."),
+    ],
+    check_specs=[dg.AssetCheckSpec("no_new_quarantined_objects", asset=QUARANTINE_KEY,
+                                   description="Warns when a load quarantined objects; lists them.")],
+    pool="clickhouse",
+)
+def staging_tables(context: dg.AssetExecutionContext, config: StagingLoadConfig,
+                   clickhouse: ClickHouseResource, s3: S3Resource):
+    settings = load_settings()
+    client = s3.get_client()
+    report = LoadReport()
+    with clickhouse.connect() as ch:
+        batches = [config.keys] if config.keys else []
+        if config.scan_all:
+            batches = [*batches, *pending_keys(ch, client, settings)]
+        for keys in batches:
+            part = load_objects(ch, client, keys, settings, run_id=context.run_id)
+            report.outcomes += part.outcomes
+        for o in report.quarantined:
+            context.log.warning(f"quarantined {o.key}: {o.reason}")
+        context.log.info(
+            f"loaded {report.count('loaded')} objects ({report.bytes_loaded} bytes), quarantined "
+            f"{report.count('quarantined')}, skipped {report.count('skipped')} already done"
+        )
+        for table in STAGING_TABLES:
+            yield dg.MaterializeResult(
+                asset_key=table,
+                metadata={**table_metadata(ch, table), "rows_loaded": report.rows(table.removesuffix("_staging"))},
+            )
+        quarantined = len(report.quarantined)
+        yield dg.MaterializeResult(
+            asset_key=QUARANTINE_KEY,
+            metadata={**table_metadata(ch, "quarantine"), "quarantined_this_run": quarantined,
+                      "objects_loaded_this_run": report.count("loaded"),
+                      "objects_skipped_this_run": report.count("skipped"),
+                      "quarantined_objects": _quarantine_table(report)},
+        )
+        yield dg.AssetCheckResult(
+            check_name="no_new_quarantined_objects",
+            asset_key=QUARANTINE_KEY,
+            passed=quarantined == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"quarantined": quarantined, "objects": _quarantine_table(report)},
+        )

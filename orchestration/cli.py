@@ -1,0 +1,188 @@
+"""The ``tracehouse`` command line: dev, run-once, generate.
+
+Every command works on the embedded defaults with nothing configured: when ``S3_ENDPOINT_URL`` is unset a
+local SeaweedFS is started under ``TRACEHOUSE_HOME`` (or the one ``tracehouse dev`` runs is reused), and
+when ``CLICKHOUSE_URL`` is unset ClickHouse is embedded chDB under the same folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from orchestration.settings import Settings, load_settings
+
+console = Console(stderr=True)
+
+_DAGSTER_YAML = """\
+# Written by `tracehouse dev`. Embedded chDB allows one process per data folder, so runs never overlap.
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: {max_runs}
+  pools:
+    default_limit: {pool_limit}
+    granularity: run
+"""
+
+
+@contextmanager
+def environment(start_s3: bool = True) -> Iterator[Settings]:
+    """Make the embedded defaults real for the block: home folder, Dagster home, local S3 if none is set."""
+    os.environ.setdefault("TRACEHOUSE_HOME", str(Path(".tracehouse").resolve()))
+    settings = load_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.environ["TRACEHOUSE_HOME"] = str(settings.home)
+    with ExitStack() as stack:
+        if start_s3 and not settings.s3_endpoint_url:
+            from orchestration.local_s3 import LocalS3
+
+            server = LocalS3.attach_or_start(settings.s3_data_dir)
+            stack.callback(server.stop)
+            os.environ.update(server.env())
+            settings = load_settings()
+        from orchestration.local_s3 import ensure_bucket, s3_client
+
+        ensure_bucket(s3_client(settings.s3_endpoint_url), settings.raw_bucket)
+        yield settings
+
+
+def _write_dagster_home(settings: Settings) -> Path:
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    limit = 1 if settings.embedded else 8
+    (home / "dagster.yaml").write_text(_DAGSTER_YAML.format(max_runs=limit, pool_limit=limit))
+    return home
+
+
+@click.group()
+def main() -> None:
+    """tracehouse: raw LLM-trace batches in S3 into query-ready ClickHouse tables, orchestrated by Dagster."""
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True, help="Dagster UI port (bound to 127.0.0.1)")
+@click.option("--demo/--no-demo", default=True, show_default=True, help="write demo batches while running")
+@click.option("--demo-interval", default=20.0, show_default=True, help="seconds between demo batches")
+def dev(port: int, demo: bool, demo_interval: float) -> None:
+    """Local S3 + Dagster UI on the embedded defaults, with demo data flowing."""
+    with environment() as settings:
+        from orchestration.clickhouse import open_clickhouse
+        from orchestration.schema import apply_migrations
+
+        with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
+            apply_migrations(ch)
+        os.environ["DAGSTER_HOME"] = str(_write_dagster_home(settings))
+        stop = threading.Event()
+        if demo:
+            threading.Thread(target=_demo_loop, args=(settings, demo_interval, stop), daemon=True).start()
+        target = ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else ["-m", "orchestration.definitions"]
+        dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
+        console.print(f"[bold green]tracehouse[/] UI on http://127.0.0.1:{port}  (data in {settings.home})")
+        process = subprocess.Popen([dagster, "dev", *target, "-h", "127.0.0.1", "-p", str(port)])
+        try:
+            process.wait()
+        except KeyboardInterrupt:
+            process.send_signal(signal.SIGINT)
+            process.wait()
+        finally:
+            stop.set()
+
+
+def _demo_loop(settings: Settings, interval: float, stop: threading.Event) -> None:
+    from orchestration.generate import generate
+    from orchestration.local_s3 import s3_client
+
+    client = s3_client(settings.s3_endpoint_url)
+    while not stop.is_set():
+        try:
+            generate(client, settings.raw_bucket, settings.raw_prefix, objects=4, traces_per_object=25)
+        except Exception as exc:  # keep the demo going through a hiccup, but say so
+            console.print(f"[yellow]demo generator: {exc}[/]")
+        stop.wait(interval)
+
+
+@main.command("run-once")
+@click.option("--no-delay", is_flag=True, help="propagate everything pending now (delay 0)")
+def run_once(no_delay: bool) -> None:
+    """Process every pending raw object end to end, headless, and print a summary."""
+    from orchestration.clickhouse import open_clickhouse
+    from orchestration.loader import LoadReport, load_objects
+    from orchestration.local_s3 import s3_client
+    from orchestration.reconcile import pending_keys
+
+    with environment() as settings:
+        client = s3_client(settings.s3_endpoint_url)
+        report = LoadReport()
+        with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
+            from orchestration.schema import apply_migrations
+
+            apply_migrations(ch)
+            with _progress() as progress:
+                task = progress.add_task("loading raw objects", total=None)
+                for keys in pending_keys(ch, client, settings):
+                    progress.update(task, total=(progress.tasks[task].total or 0) + len(keys))
+                    part = load_objects(ch, client, keys, settings, run_id="run-once",
+                                        on_object=lambda _o: progress.advance(task))
+                    report.outcomes += part.outcomes
+        _print_load_summary(report)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def _print_load_summary(report) -> None:
+    table = Table(title="raw objects → staging")
+    for column in ("objects loaded", "quarantined", "observations", "traces", "scores", "MB loaded"):
+        table.add_column(column, justify="right")
+    table.add_row(str(report.count("loaded")), str(report.count("quarantined")), str(report.rows("observations")),
+                  str(report.rows("traces")), str(report.rows("scores")), f"{report.bytes_loaded / 1e6:.2f}")
+    Console().print(table)
+    for outcome in report.quarantined:
+        Console().print(f"[yellow]quarantined[/] {outcome.key}: {outcome.reason}")
+
+
+@main.command()
+@click.option("--objects", default=12, show_default=True, help="objects to write")
+@click.option("--traces-per-object", default=20, show_default=True)
+@click.option("--formats", default="otlp_json,otlp_proto,ingestion,parquet", show_default=True,
+              help="comma-separated, written in rotation")
+@click.option("--projects", default="demo-a,demo-b", show_default=True, help="comma-separated project ids")
+@click.option("--payload-bytes", default=2000, show_default=True, help="approximate input+output size per generation")
+@click.option("--gzip/--no-gzip", "compress", default=True, show_default=True)
+@click.option("--late-updates/--no-late-updates", default=True, show_default=True,
+              help="ingestion batches send user/session in a second trace-create after the observations")
+@click.option("--seed", type=int, default=None)
+def generate(objects: int, traces_per_object: int, formats: str, projects: str, payload_bytes: int,
+             compress: bool, late_updates: bool, seed: int | None) -> None:
+    """Write synthetic raw batches of every format into the raw bucket."""
+    from orchestration.generate import generate as write
+    from orchestration.local_s3 import s3_client
+
+    with environment() as settings:
+        with _progress() as progress:
+            task = progress.add_task("writing raw objects", total=objects)
+            summary = write(
+                s3_client(settings.s3_endpoint_url), settings.raw_bucket, settings.raw_prefix, objects=objects,
+                traces_per_object=traces_per_object, formats=tuple(f for f in formats.split(",") if f),
+                projects=tuple(p for p in projects.split(",") if p), compress=compress,
+                payload_bytes=payload_bytes, late_updates=late_updates, seed=seed,
+                on_object=lambda _k, _n: progress.advance(task),
+            )
+        Console().print(f"wrote {summary.objects} objects ({summary.bytes / 1e6:.2f} MB): {summary.traces} traces, "
+                        f"{summary.observations} observations into s3://{settings.raw_bucket}/{settings.raw_prefix}")

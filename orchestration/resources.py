@@ -1,0 +1,64 @@
+"""Dagster resources: ClickHouse (embedded chDB or a server) and S3 (dagster-aws ``S3Resource``).
+
+Secrets reach these only through ``dg.EnvVar`` (see :func:`build_resources`), so they never appear in run
+config, the UI, logs or SQL text.
+"""
+
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+from pydantic import Field
+
+from orchestration.clickhouse import ClickHouse, open_clickhouse
+from orchestration.schema import apply_migrations
+
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+
+
+class ClickHouseResource(dg.ConfigurableResource):
+    """Opens ClickHouse for the length of a block. Embedded chDB when ``url`` is empty."""
+
+    url: str | None = Field(default=None, description="clickhouse-connect DSN; empty = embedded chDB")
+    home: str = Field(default=".tracehouse", description="TRACEHOUSE_HOME: embedded data lives in <home>/clickhouse")
+    lock_wait_seconds: float = Field(default=300.0, description="how long a run waits for the embedded folder")
+
+    @property
+    def embedded(self) -> bool:
+        return not self.url
+
+    @contextmanager
+    def connect(self) -> Iterator[ClickHouse]:
+        """Open (and on first use in this process, migrate) ClickHouse; closed again at the end of the block."""
+        chdb_path = Path(self.home).resolve() / "clickhouse"
+        with open_clickhouse(self.url, chdb_path, self.lock_wait_seconds) as ch:
+            target = "server" if self.url else str(chdb_path)
+            with _migrate_lock:
+                if target not in _migrated:
+                    apply_migrations(ch)
+                    _migrated.add(target)
+            yield ch
+
+
+def _env(name: str) -> dg.EnvVar | None:
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def build_resources() -> dict[str, object]:
+    home = os.environ.get("TRACEHOUSE_HOME") or ".tracehouse"
+    return {
+        "clickhouse": ClickHouseResource(url=_env("CLICKHOUSE_URL"), home=home),
+        "s3": S3Resource(
+            endpoint_url=_env("S3_ENDPOINT_URL"),
+            aws_access_key_id=_env("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
+            region_name=os.environ.get("AWS_REGION") or "us-east-1",
+            max_attempts=5,
+        ),
+    }
