@@ -93,13 +93,21 @@ def dev(port: int, demo: bool, demo_interval: float) -> None:
         dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
         console.print(f"[bold green]tracehouse[/] UI on http://127.0.0.1:{port}  (data in {settings.home})")
         process = subprocess.Popen([dagster, "dev", *target, "-h", "127.0.0.1", "-p", str(port)])
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops Dagster and SeaweedFS too
         try:
             process.wait()
         except KeyboardInterrupt:
             process.send_signal(signal.SIGINT)
-            process.wait()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
         finally:
             stop.set()
+
+
+def _raise_interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _demo_loop(settings: Settings, interval: float, stop: threading.Event) -> None:
