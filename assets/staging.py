@@ -5,7 +5,6 @@ The sensor passes the keys of a batch in run config; ``scan_all`` (the reconcili
 ``tracehouse run-once``) loads every object in the bucket the ledger has not committed.
 """
 
-
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
@@ -18,7 +17,7 @@ from orchestration.settings import DATABASE, load_settings
 
 QUARANTINE_KEY = dg.AssetKey("ingest_quarantine")
 _DESCRIPTIONS = {
-    "observations_staging": "Observation rows as they arrived (creates and legacy patches), one per span/event.",
+    "observations_staging": "Observation rows as they arrived (creates and legacy patches).",
     "traces_staging": "Trace-level records from legacy trace-create events; the latest non-empty field wins.",
     "scores_staging": "Scores from legacy batches and the scores API.",
 }
@@ -38,12 +37,17 @@ def table_metadata(ch: ClickHouse, table: str, db: str = DATABASE) -> dict[str, 
         "ORDER BY position",
         {"db": db, "t": table},
     )
-    schema = dg.TableSchema(columns=[
-        dg.TableColumn(c["name"], next((v for k, v in _TYPE_MAP.items() if k in c["type"]), c["type"]),
-                       description=c["comment"] or c["type"])
-        for c in columns
-    ])
-    rows = query_scalar(ch, f"SELECT count() FROM {db}.{table}")
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                c["name"],
+                next((v for k, v in _TYPE_MAP.items() if k in c["type"]), c["type"]),
+                description=c["comment"] or c["type"],
+            )
+            for c in columns
+        ]
+    )
+    rows = query_scalar(ch, f"SELECT count() FROM {db}.{table}")  # noqa: S608
     return {"dagster/table_name": f"{db}.{table}", "dagster/column_schema": schema, "dagster/row_count": rows}
 
 
@@ -60,17 +64,39 @@ def _quarantine_table(report: LoadReport) -> dg.MetadataValue:
 @dg.multi_asset(
     name="staging_tables",
     specs=[
-        *[dg.AssetSpec(t, deps=["raw_batches"], group_name="ingest", kinds={"clickhouse"},
-                       description=_DESCRIPTIONS[t]) for t in STAGING_TABLES],
-        dg.AssetSpec(QUARANTINE_KEY, deps=["raw_batches"], group_name="ingest", kinds={"clickhouse"},
-                     description="Raw objects that could not be loaded, with the reason (table tracehouse.quarantine)."),
+        *[
+            dg.AssetSpec(
+                t,
+                deps=["raw_batches"],
+                group_name="ingest",
+                kinds={"clickhouse"},
+                description=_DESCRIPTIONS[t],
+            )
+            for t in STAGING_TABLES
+        ],
+        dg.AssetSpec(
+            QUARANTINE_KEY,
+            deps=["raw_batches"],
+            group_name="ingest",
+            kinds={"clickhouse"},
+            description="Raw objects that could not be loaded, with the reason (tracehouse.quarantine).",
+        ),
     ],
-    check_specs=[dg.AssetCheckSpec("no_new_quarantined_objects", asset=QUARANTINE_KEY,
-                                   description="Warns when a load quarantined objects; lists them.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_new_quarantined_objects",
+            asset=QUARANTINE_KEY,
+            description="Warns when a load quarantined objects; lists them.",
+        )
+    ],
     pool="clickhouse",
 )
-def staging_tables(context: dg.AssetExecutionContext, config: StagingLoadConfig,
-                   clickhouse: ClickHouseResource, s3: S3Resource):
+def staging_tables(
+    context: dg.AssetExecutionContext,
+    config: StagingLoadConfig,
+    clickhouse: ClickHouseResource,
+    s3: S3Resource,
+):
     settings = load_settings()
     client = s3.get_client()
     report = LoadReport()
@@ -79,7 +105,7 @@ def staging_tables(context: dg.AssetExecutionContext, config: StagingLoadConfig,
         if config.scan_all:
             batches = [*batches, *pending_keys(ch, client, settings)]
         for keys in batches:
-            part = load_objects(ch, client, keys, settings, run_id=context.run_id)
+            part = load_objects(ch, client, keys, settings, run_id=context.run.run_id)
             report.outcomes += part.outcomes
         for o in report.quarantined:
             context.log.warning(f"quarantined {o.key}: {o.reason}")
@@ -90,15 +116,21 @@ def staging_tables(context: dg.AssetExecutionContext, config: StagingLoadConfig,
         for table in STAGING_TABLES:
             yield dg.MaterializeResult(
                 asset_key=table,
-                metadata={**table_metadata(ch, table), "rows_loaded": report.rows(table.removesuffix("_staging"))},
+                metadata={
+                    **table_metadata(ch, table),
+                    "rows_loaded": report.rows(table.removesuffix("_staging")),
+                },
             )
         quarantined = len(report.quarantined)
         yield dg.MaterializeResult(
             asset_key=QUARANTINE_KEY,
-            metadata={**table_metadata(ch, "quarantine"), "quarantined_this_run": quarantined,
-                      "objects_loaded_this_run": report.count("loaded"),
-                      "objects_skipped_this_run": report.count("skipped"),
-                      "quarantined_objects": _quarantine_table(report)},
+            metadata={
+                **table_metadata(ch, "quarantine"),
+                "quarantined_this_run": quarantined,
+                "objects_loaded_this_run": report.count("loaded"),
+                "objects_skipped_this_run": report.count("skipped"),
+                "quarantined_objects": _quarantine_table(report),
+            },
         )
         yield dg.AssetCheckResult(
             check_name="no_new_quarantined_objects",

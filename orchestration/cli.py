@@ -89,7 +89,11 @@ def dev(port: int, demo: bool, demo_interval: float) -> None:
         stop = threading.Event()
         if demo:
             threading.Thread(target=_demo_loop, args=(settings, demo_interval, stop), daemon=True).start()
-        target = ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else ["-m", "orchestration.definitions"]
+        target = (
+            ["-w", "workspace.yaml"]
+            if Path("workspace.yaml").exists()
+            else ["-m", "orchestration.definitions"]
+        )
         dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
         console.print(f"[bold green]tracehouse[/] UI on http://127.0.0.1:{port}  (data in {settings.home})")
         process = subprocess.Popen([dagster, "dev", *target, "-h", "127.0.0.1", "-p", str(port)])
@@ -143,24 +147,48 @@ def run_once(no_delay: bool) -> None:
                 task = progress.add_task("loading raw objects", total=None)
                 for keys in pending_keys(ch, client, settings):
                     progress.update(task, total=(progress.tasks[task].total or 0) + len(keys))
-                    part = load_objects(ch, client, keys, settings, run_id="run-once",
-                                        on_object=lambda _o: progress.advance(task))
+                    part = load_objects(
+                        ch,
+                        client,
+                        keys,
+                        settings,
+                        run_id="run-once",
+                        on_object=lambda _o: progress.advance(task),
+                    )
                     report.outcomes += part.outcomes
         _print_load_summary(report)
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def _print_load_summary(report) -> None:
     table = Table(title="raw objects → staging")
     for column in ("objects loaded", "quarantined", "observations", "traces", "scores", "MB loaded"):
         table.add_column(column, justify="right")
-    table.add_row(str(report.count("loaded")), str(report.count("quarantined")), str(report.rows("observations")),
-                  str(report.rows("traces")), str(report.rows("scores")), f"{report.bytes_loaded / 1e6:.2f}")
+    table.add_row(
+        str(report.count("loaded")),
+        str(report.count("quarantined")),
+        str(report.rows("observations")),
+        str(report.rows("traces")),
+        str(report.rows("scores")),
+        f"{report.bytes_loaded / 1e6:.2f}",
+    )
     Console().print(table)
+    # one plain line for scripts and logs (the table wraps on narrow terminals)
+    print(
+        f"loaded={report.count('loaded')} quarantined={report.count('quarantined')} "
+        f"observations={report.rows('observations')} traces={report.rows('traces')} "
+        f"scores={report.rows('scores')}"
+    )
     for outcome in report.quarantined:
         Console().print(f"[yellow]quarantined[/] {outcome.key}: {outcome.reason}")
 
@@ -168,16 +196,34 @@ def _print_load_summary(report) -> None:
 @main.command()
 @click.option("--objects", default=12, show_default=True, help="objects to write")
 @click.option("--traces-per-object", default=20, show_default=True)
-@click.option("--formats", default="otlp_json,otlp_proto,ingestion,parquet", show_default=True,
-              help="comma-separated, written in rotation")
+@click.option(
+    "--formats",
+    default="otlp_json,otlp_proto,ingestion,parquet",
+    show_default=True,
+    help="comma-separated, written in rotation",
+)
 @click.option("--projects", default="demo-a,demo-b", show_default=True, help="comma-separated project ids")
-@click.option("--payload-bytes", default=2000, show_default=True, help="approximate input+output size per generation")
+@click.option(
+    "--payload-bytes", default=2000, show_default=True, help="approximate input+output size per generation"
+)
 @click.option("--gzip/--no-gzip", "compress", default=True, show_default=True)
-@click.option("--late-updates/--no-late-updates", default=True, show_default=True,
-              help="ingestion batches send user/session in a second trace-create after the observations")
+@click.option(
+    "--late-updates/--no-late-updates",
+    default=True,
+    show_default=True,
+    help="ingestion batches send user/session in a second trace-create after the observations",
+)
 @click.option("--seed", type=int, default=None)
-def generate(objects: int, traces_per_object: int, formats: str, projects: str, payload_bytes: int,
-             compress: bool, late_updates: bool, seed: int | None) -> None:
+def generate(
+    objects: int,
+    traces_per_object: int,
+    formats: str,
+    projects: str,
+    payload_bytes: int,
+    compress: bool,
+    late_updates: bool,
+    seed: int | None,
+) -> None:
     """Write synthetic raw batches of every format into the raw bucket."""
     from orchestration.generate import generate as write
     from orchestration.local_s3 import s3_client
@@ -186,11 +232,20 @@ def generate(objects: int, traces_per_object: int, formats: str, projects: str, 
         with _progress() as progress:
             task = progress.add_task("writing raw objects", total=objects)
             summary = write(
-                s3_client(settings.s3_endpoint_url), settings.raw_bucket, settings.raw_prefix, objects=objects,
-                traces_per_object=traces_per_object, formats=tuple(f for f in formats.split(",") if f),
-                projects=tuple(p for p in projects.split(",") if p), compress=compress,
-                payload_bytes=payload_bytes, late_updates=late_updates, seed=seed,
+                s3_client(settings.s3_endpoint_url),
+                settings.raw_bucket,
+                settings.raw_prefix,
+                objects=objects,
+                traces_per_object=traces_per_object,
+                formats=tuple(f for f in formats.split(",") if f),
+                projects=tuple(p for p in projects.split(",") if p),
+                compress=compress,
+                payload_bytes=payload_bytes,
+                late_updates=late_updates,
+                seed=seed,
                 on_object=lambda _k, _n: progress.advance(task),
             )
-        Console().print(f"wrote {summary.objects} objects ({summary.bytes / 1e6:.2f} MB): {summary.traces} traces, "
-                        f"{summary.observations} observations into s3://{settings.raw_bucket}/{settings.raw_prefix}")
+        Console().print(
+            f"wrote {summary.objects} objects ({summary.bytes / 1e6:.2f} MB): {summary.traces} traces, "
+            f"{summary.observations} observations into s3://{settings.raw_bucket}/{settings.raw_prefix}"
+        )

@@ -123,9 +123,12 @@ class ChdbClickHouse:
         with pa.ipc.new_stream(sink, data.schema) as writer:
             writer.write_table(data)
         columns = ", ".join(f"`{name}`" for name in data.column_names)
-        with self._lock, self._conn.send_insert(
-            f"INSERT INTO {table} ({columns}){_settings_clause(settings)}", "ArrowStream"
-        ) as inserter:
+        with (
+            self._lock,
+            self._conn.send_insert(
+                f"INSERT INTO {table} ({columns}){_settings_clause(settings)}", "ArrowStream"
+            ) as inserter,
+        ):
             inserter.append(sink.getvalue())
             inserter.finish()
         return data.num_rows
@@ -242,9 +245,7 @@ _EMBEDDED = _EmbeddedRegistry()
 
 
 @contextmanager
-def open_clickhouse(
-    url: str | None, chdb_path: Path, wait_seconds: float = 120.0
-) -> Iterator[ClickHouse]:
+def open_clickhouse(url: str | None, chdb_path: Path, wait_seconds: float = 120.0) -> Iterator[ClickHouse]:
     """Open the configured backend for the duration of a block (a run, a CLI command, a test)."""
     if url:
         import clickhouse_connect

@@ -28,7 +28,7 @@ reconcile_schedule = dg.ScheduleDefinition(
     job=reconcile_raw_bucket,
     cron_schedule="17 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Safety net behind the sensor: objects that landed late under old keys are loaded within the hour.",
+    description="Safety net behind the sensor: late objects under old keys load within the hour.",
 )
 
 

@@ -28,8 +28,10 @@ from orchestration.raw_keys import build_key
 
 FORMATS = ("otlp_json", "otlp_proto", "ingestion", "parquet")
 MODELS = {"gpt-4o": (2.5e-6, 1e-5), "gpt-4o-mini": (1.5e-7, 6e-7), "claude-sonnet-4": (3e-6, 1.5e-5)}
-_WORDS = ("the quick brown fox jumps over a lazy dog while tokens stream from the model into the trace "
-          "store and engineers watch costs per project per day").split()
+_WORDS = (
+    "the quick brown fox jumps over a lazy dog while tokens stream from the model into the trace "
+    "store and engineers watch costs per project per day"
+).split()
 
 
 @dataclass
@@ -56,9 +58,12 @@ def _trace_spans(rng: random.Random, start: datetime, payload_bytes: int, projec
     root_id = rng.randbytes(8).hex()
     user, session = f"user-{rng.randint(1, 500)}", f"sess-{rng.randint(1, 2000)}"
     trace_attrs = {
-        "user.id": user, "session.id": session, "langfuse.trace.tags": rng.sample(["prod", "beta", "agent", "rag", "eval"], 2),
+        "user.id": user,
+        "session.id": session,
+        "langfuse.trace.tags": rng.sample(["prod", "beta", "agent", "rag", "eval"], 2),
         "langfuse.trace.metadata.tenant": orjson.dumps(f"tenant-{rng.randint(1, 20)}").decode(),
-        "langfuse.release": f"1.{rng.randint(0, 9)}.0", "langfuse.environment": rng.choice(["production", "staging"]),
+        "langfuse.release": f"1.{rng.randint(0, 9)}.0",
+        "langfuse.environment": rng.choice(["production", "staging"]),
     }
     t0 = int(start.timestamp() * 1e9)
     spans = []
@@ -69,36 +74,82 @@ def _trace_spans(rng: random.Random, start: datetime, payload_bytes: int, projec
         pin, pout = MODELS[model]
         duration = rng.randint(200, 4000) * 1_000_000
         error = rng.random() < 0.03
-        spans.append({
-            "trace_id": trace_id, "span_id": rng.randbytes(8).hex(), "parent": root_id, "name": f"llm-call-{i}",
-            "start": cursor, "end": cursor + duration, "error": error,
-            "attrs": {**trace_attrs, "langfuse.observation.type": "generation", "langfuse.observation.model.name": model,
-                      "langfuse.observation.model.parameters": orjson.dumps({"temperature": 0.2}).decode(),
-                      "langfuse.observation.input": orjson.dumps([{"role": "user", "content": _text(rng, payload_bytes // 2)}]).decode(),
-                      "langfuse.observation.output": _text(rng, payload_bytes // 2),
-                      "langfuse.observation.usage_details": orjson.dumps({"input": tin, "output": tout}).decode(),
-                      "langfuse.observation.cost_details": orjson.dumps({"input": tin * pin, "output": tout * pout, "total": tin * pin + tout * pout}).decode(),
-                      "langfuse.observation.completion_start_time": orjson.dumps(
-                          datetime.fromtimestamp((cursor + duration // 4) / 1e9, UTC).isoformat()).decode(),
-                      **({"langfuse.observation.level": "ERROR", "langfuse.observation.status_message": "rate limited"} if error else {})},
-        })
+        spans.append(
+            {
+                "trace_id": trace_id,
+                "span_id": rng.randbytes(8).hex(),
+                "parent": root_id,
+                "name": f"llm-call-{i}",
+                "start": cursor,
+                "end": cursor + duration,
+                "error": error,
+                "attrs": {
+                    **trace_attrs,
+                    "langfuse.observation.type": "generation",
+                    "langfuse.observation.model.name": model,
+                    "langfuse.observation.model.parameters": orjson.dumps({"temperature": 0.2}).decode(),
+                    "langfuse.observation.input": orjson.dumps(
+                        [{"role": "user", "content": _text(rng, payload_bytes // 2)}]
+                    ).decode(),
+                    "langfuse.observation.output": _text(rng, payload_bytes // 2),
+                    "langfuse.observation.usage_details": orjson.dumps(
+                        {"input": tin, "output": tout}
+                    ).decode(),
+                    "langfuse.observation.cost_details": orjson.dumps(
+                        {"input": tin * pin, "output": tout * pout, "total": tin * pin + tout * pout}
+                    ).decode(),
+                    "langfuse.observation.completion_start_time": orjson.dumps(
+                        datetime.fromtimestamp((cursor + duration // 4) / 1e9, UTC).isoformat()
+                    ).decode(),
+                    **(
+                        {
+                            "langfuse.observation.level": "ERROR",
+                            "langfuse.observation.status_message": "rate limited",
+                        }
+                        if error
+                        else {}
+                    ),
+                },
+            }
+        )
         cursor += duration
     tool_duration = rng.randint(5, 300) * 1_000_000
-    spans.append({
-        "trace_id": trace_id, "span_id": rng.randbytes(8).hex(), "parent": root_id, "name": "tool:search",
-        "start": cursor, "end": cursor + tool_duration, "error": False,
-        "attrs": {**trace_attrs, "langfuse.observation.type": "tool",
-                  "langfuse.observation.input": orjson.dumps({"q": _text(rng, 40)}).decode(),
-                  "langfuse.observation.output": orjson.dumps({"results": [_text(rng, 60)]}).decode()},
-    })
+    spans.append(
+        {
+            "trace_id": trace_id,
+            "span_id": rng.randbytes(8).hex(),
+            "parent": root_id,
+            "name": "tool:search",
+            "start": cursor,
+            "end": cursor + tool_duration,
+            "error": False,
+            "attrs": {
+                **trace_attrs,
+                "langfuse.observation.type": "tool",
+                "langfuse.observation.input": orjson.dumps({"q": _text(rng, 40)}).decode(),
+                "langfuse.observation.output": orjson.dumps({"results": [_text(rng, 60)]}).decode(),
+            },
+        }
+    )
     cursor += tool_duration
-    spans.append({
-        "trace_id": trace_id, "span_id": root_id, "parent": "", "name": "agent-run", "start": t0, "end": cursor,
-        "error": False,
-        "attrs": {**trace_attrs, "langfuse.observation.type": "agent", "langfuse.trace.name": "agent-run",
-                  "langfuse.observation.input": orjson.dumps({"question": _text(rng, 80)}).decode(),
-                  "langfuse.observation.output": orjson.dumps({"answer": _text(rng, 80)}).decode()},
-    })
+    spans.append(
+        {
+            "trace_id": trace_id,
+            "span_id": root_id,
+            "parent": "",
+            "name": "agent-run",
+            "start": t0,
+            "end": cursor,
+            "error": False,
+            "attrs": {
+                **trace_attrs,
+                "langfuse.observation.type": "agent",
+                "langfuse.trace.name": "agent-run",
+                "langfuse.observation.input": orjson.dumps({"question": _text(rng, 80)}).decode(),
+                "langfuse.observation.output": orjson.dumps({"answer": _text(rng, 80)}).decode(),
+            },
+        }
+    )
     return spans
 
 
@@ -128,19 +179,44 @@ def _any_value_pb(value) -> AnyValue:
     return AnyValue(string_value=str(value))
 
 
-_RESOURCE = {"service.name": "demo-agent", "telemetry.sdk.language": "python", "telemetry.sdk.name": "opentelemetry"}
+_RESOURCE = {
+    "service.name": "demo-agent",
+    "telemetry.sdk.language": "python",
+    "telemetry.sdk.name": "opentelemetry",
+}
 
 
 def encode_otlp_json(spans: list[dict]) -> bytes:
-    doc = {"resourceSpans": [{
-        "resource": {"attributes": [{"key": k, "value": _any_value_json(v)} for k, v in _RESOURCE.items()]},
-        "scopeSpans": [{"scope": {"name": "langfuse-sdk", "version": "5.0.4"}, "spans": [
-            {"traceId": s["trace_id"], "spanId": s["span_id"], "parentSpanId": s["parent"], "name": s["name"],
-             "kind": 1, "startTimeUnixNano": str(s["start"]), "endTimeUnixNano": str(s["end"]),
-             "attributes": [{"key": k, "value": _any_value_json(v)} for k, v in s["attrs"].items()],
-             "status": {"code": 2, "message": "error"} if s["error"] else {}}
-            for s in spans]}],
-    }]}
+    doc = {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": k, "value": _any_value_json(v)} for k, v in _RESOURCE.items()]
+                },
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "langfuse-sdk", "version": "5.0.4"},
+                        "spans": [
+                            {
+                                "traceId": s["trace_id"],
+                                "spanId": s["span_id"],
+                                "parentSpanId": s["parent"],
+                                "name": s["name"],
+                                "kind": 1,
+                                "startTimeUnixNano": str(s["start"]),
+                                "endTimeUnixNano": str(s["end"]),
+                                "attributes": [
+                                    {"key": k, "value": _any_value_json(v)} for k, v in s["attrs"].items()
+                                ],
+                                "status": {"code": 2, "message": "error"} if s["error"] else {},
+                            }
+                            for s in spans
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     return orjson.dumps(doc)
 
 
@@ -176,9 +252,15 @@ def encode_ingestion(traces: list[list[dict]], late_updates: bool, rng: random.R
     for spans in traces:
         root = next(s for s in spans if not s["parent"])
         a = root["attrs"]
-        trace_body = {"id": root["trace_id"], "timestamp": _iso(root["start"]), "name": root["name"],
-                      "input": orjson.loads(a["langfuse.observation.input"]), "tags": a["langfuse.trace.tags"],
-                      "release": a["langfuse.release"], "environment": a["langfuse.environment"]}
+        trace_body = {
+            "id": root["trace_id"],
+            "timestamp": _iso(root["start"]),
+            "name": root["name"],
+            "input": orjson.loads(a["langfuse.observation.input"]),
+            "tags": a["langfuse.trace.tags"],
+            "release": a["langfuse.release"],
+            "environment": a["langfuse.environment"],
+        }
         if not late_updates:
             trace_body.update(userId=a["user.id"], sessionId=a["session.id"])
         event("trace-create", trace_body, root["start"])
@@ -187,24 +269,48 @@ def encode_ingestion(traces: list[list[dict]], late_updates: bool, rng: random.R
                 continue
             kind = s["attrs"]["langfuse.observation.type"]
             kind = "span" if kind == "tool" else kind
-            body = {"id": s["span_id"], "traceId": s["trace_id"], "parentObservationId": s["parent"],
-                    "name": s["name"], "startTime": _iso(s["start"]),
-                    "input": orjson.loads(s["attrs"]["langfuse.observation.input"])}
+            body = {
+                "id": s["span_id"],
+                "traceId": s["trace_id"],
+                "parentObservationId": s["parent"],
+                "name": s["name"],
+                "startTime": _iso(s["start"]),
+                "input": orjson.loads(s["attrs"]["langfuse.observation.input"]),
+            }
             if kind == "generation":
                 body["model"] = s["attrs"]["langfuse.observation.model.name"]
             event(f"{kind}-create", body, s["start"])
-            patch = {"id": s["span_id"], "traceId": s["trace_id"], "endTime": _iso(s["end"]),
-                     "output": s["attrs"]["langfuse.observation.output"]}
+            patch = {
+                "id": s["span_id"],
+                "traceId": s["trace_id"],
+                "endTime": _iso(s["end"]),
+                "output": s["attrs"]["langfuse.observation.output"],
+            }
             if kind == "generation":
                 patch["usageDetails"] = orjson.loads(s["attrs"]["langfuse.observation.usage_details"])
                 patch["costDetails"] = orjson.loads(s["attrs"]["langfuse.observation.cost_details"])
             event(f"{kind}-update", patch, s["end"])
-        event("score-create", {"id": str(uuid.uuid4()), "traceId": root["trace_id"], "name": "helpfulness",
-                               "value": round(rng.random(), 3)}, root["end"])
+        event(
+            "score-create",
+            {
+                "id": str(uuid.uuid4()),
+                "traceId": root["trace_id"],
+                "name": "helpfulness",
+                "value": round(rng.random(), 3),
+            },
+            root["end"],
+        )
         if late_updates:
-            event("trace-create", {"id": root["trace_id"], "userId": a["user.id"], "sessionId": a["session.id"],
-                                   "metadata": {"tenant": orjson.loads(a["langfuse.trace.metadata.tenant"])}},
-                  root["end"] + 1000)
+            event(
+                "trace-create",
+                {
+                    "id": root["trace_id"],
+                    "userId": a["user.id"],
+                    "sessionId": a["session.id"],
+                    "metadata": {"tenant": orjson.loads(a["langfuse.trace.metadata.tenant"])},
+                },
+                root["end"] + 1000,
+            )
     return orjson.dumps({"batch": batch, "metadata": {"sdk_name": "python", "sdk_version": "2.60.10"}})
 
 
@@ -212,18 +318,30 @@ def encode_parquet(spans: list[dict], project: str) -> bytes:
     rows = []
     for s in spans:
         a = s["attrs"]
-        rows.append({
-            "project_id": project, "trace_id": s["trace_id"], "id": s["span_id"], "parent_observation_id": s["parent"],
-            "type": a["langfuse.observation.type"].upper(), "name": s["name"],
-            "start_time": s["start"] // 1000, "end_time": s["end"] // 1000,
-            "level": a.get("langfuse.observation.level", "DEFAULT"), "environment": a["langfuse.environment"],
-            "input": a["langfuse.observation.input"], "output": a["langfuse.observation.output"],
-            "provided_model_name": a.get("langfuse.observation.model.name", ""),
-            "usage_details": orjson.loads(a.get("langfuse.observation.usage_details", "{}")),
-            "cost_details": orjson.loads(a.get("langfuse.observation.cost_details", "{}")),
-            "user_id": a["user.id"], "session_id": a["session.id"], "tags": a["langfuse.trace.tags"],
-            "release": a["langfuse.release"], "event_ts": s["end"] // 1000,
-        })
+        rows.append(
+            {
+                "project_id": project,
+                "trace_id": s["trace_id"],
+                "id": s["span_id"],
+                "parent_observation_id": s["parent"],
+                "type": a["langfuse.observation.type"].upper(),
+                "name": s["name"],
+                "start_time": s["start"] // 1000,
+                "end_time": s["end"] // 1000,
+                "level": a.get("langfuse.observation.level", "DEFAULT"),
+                "environment": a["langfuse.environment"],
+                "input": a["langfuse.observation.input"],
+                "output": a["langfuse.observation.output"],
+                "provided_model_name": a.get("langfuse.observation.model.name", ""),
+                "usage_details": orjson.loads(a.get("langfuse.observation.usage_details", "{}")),
+                "cost_details": orjson.loads(a.get("langfuse.observation.cost_details", "{}")),
+                "user_id": a["user.id"],
+                "session_id": a["session.id"],
+                "tags": a["langfuse.trace.tags"],
+                "release": a["langfuse.release"],
+                "event_ts": s["end"] // 1000,
+            }
+        )
     schema = pa.schema([f for f in OBSERVATION_SCHEMA if f.name in rows[0]])
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink, compression="zstd")
@@ -231,9 +349,19 @@ def encode_parquet(spans: list[dict], project: str) -> bytes:
 
 
 def generate(
-    client, bucket: str, prefix: str = "", *, objects: int = 12, traces_per_object: int = 20,
-    projects: tuple[str, ...] = ("demo-a", "demo-b"), formats: tuple[str, ...] = FORMATS, compress: bool = True,
-    payload_bytes: int = 2000, late_updates: bool = True, seed: int | None = None, when: datetime | None = None,
+    client,
+    bucket: str,
+    prefix: str = "",
+    *,
+    objects: int = 12,
+    traces_per_object: int = 20,
+    projects: tuple[str, ...] = ("demo-a", "demo-b"),
+    formats: tuple[str, ...] = FORMATS,
+    compress: bool = True,
+    payload_bytes: int = 2000,
+    late_updates: bool = True,
+    seed: int | None = None,
+    when: datetime | None = None,
     on_object: Callable[[str, int], None] | None = None,
 ) -> GenerateSummary:
     """Write ``objects`` raw objects (formats in rotation) and return what was written."""
@@ -246,8 +374,10 @@ def generate(
     for i in range(objects):
         fmt, project = formats[i % len(formats)], projects[i % len(projects)]
         start = when - timedelta(seconds=rng.randint(0, 50))
-        traces = [_trace_spans(rng, start + timedelta(milliseconds=10 * t), payload_bytes, project)
-                  for t in range(traces_per_object)]
+        traces = [
+            _trace_spans(rng, start + timedelta(milliseconds=10 * t), payload_bytes, project)
+            for t in range(traces_per_object)
+        ]
         spans = [s for t in traces for s in t]
         name = f"{uuid.UUID(int=rng.getrandbits(128)).hex}"
         if fmt == "otlp_json":

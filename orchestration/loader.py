@@ -80,7 +80,7 @@ def ledger_states(ch: ClickHouse, keys: list[str], db: str = DATABASE) -> dict[s
         return {}
     rows = query_rows(
         ch,
-        f"SELECT source_key, toString(argMax(status, recorded_at)) AS status FROM {db}.ingest_ledger "
+        f"SELECT source_key, toString(argMax(status, recorded_at)) AS status FROM {db}.ingest_ledger "  # noqa: S608
         "WHERE source_key IN {keys:Array(String)} GROUP BY source_key",
         {"keys": keys},
     )
@@ -106,13 +106,17 @@ def _fetch_and_parse(s3, bucket: str, key: str, settings: Settings) -> _Fetched:
     outcome.size, outcome.etag = int(response.get("ContentLength") or 0), response.get("ETag", "").strip('"')
     try:
         if outcome.size > settings.max_object_bytes:
-            outcome.reason = f"object is {outcome.size} bytes, over the {settings.max_object_bytes}-byte limit"
+            outcome.reason = (
+                f"object is {outcome.size} bytes, over the {settings.max_object_bytes}-byte limit"
+            )
             return _Fetched(outcome)
         data = body.read(settings.max_object_bytes + 1)
     finally:
         body.close()
     try:
-        parsed = parse_object(raw, data, max_object=settings.max_object_bytes, max_record=settings.max_record_bytes)
+        parsed = parse_object(
+            raw, data, max_object=settings.max_object_bytes, max_record=settings.max_record_bytes
+        )
     except BadObject as exc:
         outcome.reason = str(exc)
         return _Fetched(outcome)
@@ -121,7 +125,10 @@ def _fetch_and_parse(s3, bucket: str, key: str, settings: Settings) -> _Fetched:
         return _Fetched(outcome)
     outcome.status = "loaded"
     outcome.observations, outcome.traces, outcome.scores = (
-        parsed.observation_count, len(parsed.traces), len(parsed.scores))
+        parsed.observation_count,
+        len(parsed.traces),
+        len(parsed.scores),
+    )
     return _Fetched(outcome, parsed)
 
 
@@ -132,10 +139,18 @@ def _with_load_id(table: pa.Table, load_id: str) -> pa.Table:
 def _ledger_table(outcomes: Iterable[Outcome], status: str | None, run_id: str, load_id: str) -> pa.Table:
     rows = [
         {
-            "source_key": o.key, "etag": o.etag, "size": o.size, "project_id": o.project_id, "format": o.format,
-            "status": status or o.status, "observations": o.observations if status is None else 0,
-            "traces": o.traces if status is None else 0, "scores": o.scores if status is None else 0,
-            "reason": o.reason if status is None else "", "run_id": run_id, "load_id": load_id,
+            "source_key": o.key,
+            "etag": o.etag,
+            "size": o.size,
+            "project_id": o.project_id,
+            "format": o.format,
+            "status": status or o.status,
+            "observations": o.observations if status is None else 0,
+            "traces": o.traces if status is None else 0,
+            "scores": o.scores if status is None else 0,
+            "reason": o.reason if status is None else "",
+            "run_id": run_id,
+            "load_id": load_id,
         }
         for o in outcomes
     ]
@@ -143,7 +158,7 @@ def _ledger_table(outcomes: Iterable[Outcome], status: str | None, run_id: str, 
 
 
 def _bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: list, in_flight: int) -> Iterator:
-    """Like ``pool.map`` but with at most ``in_flight`` results held, so memory does not grow with the batch."""
+    """``pool.map`` holding at most ``in_flight`` results, so memory does not grow with the batch."""
     pending: deque = deque()
     for item in items:
         pending.append(pool.submit(fn, item))
@@ -167,7 +182,9 @@ def _groups(fetched: Iterator[_Fetched], group_bytes: int) -> Iterator[list[_Fet
 
 
 def _parsed_tables(group: list[_Fetched]) -> dict[str, pa.Table]:
-    observations = [to_arrow([r for f in group if f.parsed for r in f.parsed.observations], OBSERVATION_SCHEMA)]
+    observations = [
+        to_arrow([r for f in group if f.parsed for r in f.parsed.observations], OBSERVATION_SCHEMA)
+    ]
     observations += [f.parsed.arrow_observations for f in group if f.parsed and f.parsed.arrow_observations]
     return {
         "observations_staging": pa.concat_tables(observations),
@@ -212,11 +229,18 @@ def load_objects(
     crashed = [k for k in todo if states.get(k) == "started"]
     if crashed:
         for table in STAGING_TABLES:
-            ch.command(f"DELETE FROM {db}.{table} WHERE source_key IN {{keys:Array(String)}}", {"keys": crashed})
+            ch.command(
+                f"DELETE FROM {db}.{table} WHERE source_key IN {{keys:Array(String)}}",  # noqa: S608
+                {"keys": crashed},
+            )
 
     with ThreadPoolExecutor(max_workers=fetch_threads) as pool:
-        fetched = _bounded_map(pool, lambda k: _fetch_and_parse(s3, settings.raw_bucket, k, settings), todo,
-                               in_flight=fetch_threads * 2)
+        fetched = _bounded_map(
+            pool,
+            lambda k: _fetch_and_parse(s3, settings.raw_bucket, k, settings),
+            todo,
+            in_flight=fetch_threads * 2,
+        )
         for group in _groups(fetched, group_bytes):
             load_id = uuid.uuid4().hex
             try:
@@ -229,7 +253,9 @@ def load_objects(
                 ch.insert_arrow(f"{db}.ingest_ledger", _ledger_table(loaded, "started", run_id, load_id))
                 for table, data in tables.items():
                     ch.insert_arrow(f"{db}.{table}", _with_load_id(data, load_id))
-            ch.insert_arrow(f"{db}.ingest_ledger", _ledger_table([f.outcome for f in group], None, run_id, load_id))
+            ch.insert_arrow(
+                f"{db}.ingest_ledger", _ledger_table([f.outcome for f in group], None, run_id, load_id)
+            )
             for item in group:
                 report.outcomes.append(item.outcome)
                 if on_object:

@@ -57,8 +57,12 @@ def _credentials(data_dir: Path) -> tuple[str, str]:
     return access, secret
 
 
-def s3_client(endpoint_url: str | None, access_key: str | None = None, secret_key: str | None = None,
-              region: str | None = None):
+def s3_client(
+    endpoint_url: str | None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    region: str | None = None,
+):
     """A boto3 client with path-style addressing (what SeaweedFS and most S3 clones need)."""
     return boto3.client(
         "s3",
@@ -66,8 +70,11 @@ def s3_client(endpoint_url: str | None, access_key: str | None = None, secret_ke
         aws_access_key_id=access_key or os.environ.get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY"),
         region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"},
-                      max_pool_connections=32),
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 5, "mode": "standard"},
+            max_pool_connections=32,
+        ),
     )
 
 
@@ -112,25 +119,53 @@ class LocalS3:
         config = data_dir / "s3-identities.json"
         fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump({"identities": [{"name": "tracehouse", "credentials": [
-                {"accessKey": access, "secretKey": secret}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, fh)
+            json.dump(
+                {
+                    "identities": [
+                        {
+                            "name": "tracehouse",
+                            "credentials": [{"accessKey": access, "secretKey": secret}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                },
+                fh,
+            )
         s3_port = s3_port or _free_port()
-        ports = {name: _free_port() for name in ("master", "master_grpc", "volume", "volume_grpc", "filer",
-                                                  "filer_grpc", "s3_grpc")}
+        ports = {
+            name: _free_port()
+            for name in ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc")
+        }
         args = [
-            weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data_dir / 'weed'}",
-            f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
-            f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
-            f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
-            "-s3", f"-s3.port={s3_port}", f"-s3.port.grpc={ports['s3_grpc']}", f"-s3.config={config}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=256", "-volume.max=0",
-            "-iam=false", "-volume.preStopSeconds=0",
+            weed_binary(),
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={data_dir / 'weed'}",
+            f"-master.port={ports['master']}",
+            f"-master.port.grpc={ports['master_grpc']}",
+            f"-volume.port={ports['volume']}",
+            f"-volume.port.grpc={ports['volume_grpc']}",
+            f"-filer.port={ports['filer']}",
+            f"-filer.port.grpc={ports['filer_grpc']}",
+            "-s3",
+            f"-s3.port={s3_port}",
+            f"-s3.port.grpc={ports['s3_grpc']}",
+            f"-s3.config={config}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.volumeSizeLimitMB=256",
+            "-volume.max=0",
+            "-iam=false",
+            "-volume.preStopSeconds=0",
         ]
         log = open(data_dir / "weed.log", "ab")  # noqa: SIM115 (the child owns it)
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         server = cls(data_dir, f"http://127.0.0.1:{s3_port}", access, secret, process)
         server._wait_ready(timeout)
-        (data_dir / "server.json").write_text(json.dumps({"pid": process.pid, "endpoint_url": server.endpoint_url}))
+        (data_dir / "server.json").write_text(
+            json.dumps({"pid": process.pid, "endpoint_url": server.endpoint_url})
+        )
         return server
 
     def client(self):
@@ -142,7 +177,9 @@ class LocalS3:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"SeaweedFS exited with {self.process.returncode}; see {self.data_dir / 'weed.log'}")
+                raise RuntimeError(
+                    f"SeaweedFS exited with {self.process.returncode}; see {self.data_dir / 'weed.log'}"
+                )
             try:
                 client.list_buckets()
                 # volumes are allocated lazily: a first write proves the whole path works
@@ -156,8 +193,12 @@ class LocalS3:
         raise RuntimeError(f"SeaweedFS did not become ready in {timeout:.0f}s: {last}")
 
     def env(self) -> dict[str, str]:
-        return {"S3_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": "us-east-1"}
+        return {
+            "S3_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+        }
 
     def stop(self) -> None:
         if self.process is None:

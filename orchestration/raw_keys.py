@@ -47,7 +47,7 @@ def parse_key(key: str, prefix: str = "") -> RawKey:
     """Parse a raw object key, or raise :class:`BadKey` saying how it breaks the layout."""
     if not key.startswith(prefix):
         raise BadKey(f"key is outside the raw prefix {prefix!r}")
-    match = _KEY_RE.match(key[len(prefix):])
+    match = _KEY_RE.match(key[len(prefix) :])
     if not match:
         raise BadKey(
             "key does not match {project_id}/{kind}/year=YYYY/month=MM/day=DD/hour=HH/minute=mm/{name}.{ext}"
@@ -55,7 +55,9 @@ def parse_key(key: str, prefix: str = "") -> RawKey:
     kind, name = match["kind"], match["name"]
     if kind not in KINDS:
         raise BadKey(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-    extension = next((ext for ext in sorted(_EXTENSIONS[kind], key=len, reverse=True) if name.endswith("." + ext)), None)
+    extension = next(
+        (ext for ext in sorted(_EXTENSIONS[kind], key=len, reverse=True) if name.endswith("." + ext)), None
+    )
     if extension is None:
         raise BadKey(f"{kind} objects must end in one of: {', '.join('.' + e for e in _EXTENSIONS[kind])}")
     minute = f"{match['year']}-{match['month']}-{match['day']}T{match['hour']}:{match['minute']}"
@@ -67,4 +69,6 @@ def build_key(prefix: str, project_id: str, kind: str, when_iso_minute: str, nam
     date, hm = when_iso_minute.split("T")
     year, month, day = date.split("-")
     hour, minute = hm.split(":")[:2]
-    return f"{prefix}{project_id}/{kind}/year={year}/month={month}/day={day}/hour={hour}/minute={minute}/{name}"
+    return (
+        f"{prefix}{project_id}/{kind}/year={year}/month={month}/day={day}/hour={hour}/minute={minute}/{name}"
+    )

@@ -14,11 +14,13 @@ from orchestration.loader import ledger_states
 from orchestration.settings import DATABASE, Settings
 
 
-def pending_keys(ch: ClickHouse, s3, settings: Settings, page_size: int = 1000,
-                 db: str = DATABASE) -> Iterator[list[str]]:
+def pending_keys(
+    ch: ClickHouse, s3, settings: Settings, page_size: int = 1000, db: str = DATABASE
+) -> Iterator[list[str]]:
     paginator = s3.get_paginator("list_objects_v2")
-    pages = paginator.paginate(Bucket=settings.raw_bucket, Prefix=settings.raw_prefix,
-                               PaginationConfig={"PageSize": page_size})
+    pages = paginator.paginate(
+        Bucket=settings.raw_bucket, Prefix=settings.raw_prefix, PaginationConfig={"PageSize": page_size}
+    )
     for page in pages:
         keys = [o["Key"] for o in page.get("Contents", [])]
         states = ledger_states(ch, keys, db)

@@ -4,7 +4,6 @@ Secrets reach these only through ``dg.EnvVar`` (see :func:`build_resources`), so
 config, the UI, logs or SQL text.
 """
 
-
 import os
 import threading
 from collections.abc import Iterator
@@ -26,8 +25,12 @@ class ClickHouseResource(dg.ConfigurableResource):
     """Opens ClickHouse for the length of a block. Embedded chDB when ``url`` is empty."""
 
     url: str | None = Field(default=None, description="clickhouse-connect DSN; empty = embedded chDB")
-    home: str = Field(default=".tracehouse", description="TRACEHOUSE_HOME: embedded data lives in <home>/clickhouse")
-    lock_wait_seconds: float = Field(default=300.0, description="how long a run waits for the embedded folder")
+    home: str = Field(
+        default=".tracehouse", description="TRACEHOUSE_HOME: embedded data lives in <home>/clickhouse"
+    )
+    lock_wait_seconds: float = Field(
+        default=300.0, description="how long a run waits for the embedded folder"
+    )
 
     @property
     def embedded(self) -> bool:
@@ -35,7 +38,7 @@ class ClickHouseResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[ClickHouse]:
-        """Open (and on first use in this process, migrate) ClickHouse; closed again at the end of the block."""
+        """Open ClickHouse (migrating on first use in this process); closed at the end of the block."""
         chdb_path = Path(self.home).resolve() / "clickhouse"
         with open_clickhouse(self.url, chdb_path, self.lock_wait_seconds) as ch:
             target = "server" if self.url else str(chdb_path)

@@ -17,7 +17,6 @@ tick that is replayed (cursor not saved) cannot launch the same batch twice.
 The sensor never opens ClickHouse: in embedded mode only runs may hold the chDB folder.
 """
 
-
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -70,8 +69,10 @@ def _minute_of(suffix: str) -> datetime | None:
 
 
 def _minute_prefix(moment: datetime) -> str:
-    return (f"year={moment.year:04d}/month={moment.month:02d}/day={moment.day:02d}/"
-            f"hour={moment.hour:02d}/minute={moment.minute:02d}/")
+    return (
+        f"year={moment.year:04d}/month={moment.month:02d}/day={moment.day:02d}/"
+        f"hour={moment.hour:02d}/minute={moment.minute:02d}/"
+    )
 
 
 def _list_level(client, bucket: str, prefix: str) -> tuple[list[str], list[Found]]:
@@ -84,7 +85,9 @@ def _list_level(client, bucket: str, prefix: str) -> tuple[list[str], list[Found
     return subs, objects
 
 
-def _list_after(client, bucket: str, prefix: str, start_after: str, limit: int, stop_before: str | None = None):
+def _list_after(
+    client, bucket: str, prefix: str, start_after: str, limit: int, stop_before: str | None = None
+):
     kwargs = {"Bucket": bucket, "Prefix": prefix, "PaginationConfig": {"PageSize": min(1000, max(limit, 1))}}
     if start_after:
         kwargs["StartAfter"] = start_after
@@ -135,11 +138,13 @@ def scan(client, bucket: str, root: str, cursor: dict[str, Any], limits: ScanLim
         entry = prefixes.setdefault(prefix, {"after": "", "recent": []})
         recent = set(entry["recent"])
         # late arrivals: re-list the lookback window before the cursor
-        after_minute = _minute_of(entry["after"][len(prefix):]) if entry["after"] else None
+        after_minute = _minute_of(entry["after"][len(prefix) :]) if entry["after"] else None
         if after_minute is not None:
             low = prefix + _minute_prefix(after_minute - timedelta(minutes=limits.lookback_minutes))
-            for found in _list_after(client, bucket, prefix, low, limits.max_keys * 4, stop_before=entry["after"]):
-                suffix = found.key[len(prefix):]
+            for found in _list_after(
+                client, bucket, prefix, low, limits.max_keys * 4, stop_before=entry["after"]
+            ):
+                suffix = found.key[len(prefix) :]
                 if suffix not in recent and found.key <= entry["after"]:
                     if not take(found):
                         break
@@ -149,8 +154,8 @@ def scan(client, bucket: str, root: str, cursor: dict[str, Any], limits: ScanLim
             if not take(found):
                 break
             entry["after"] = found.key
-            recent.add(found.key[len(prefix):])
-        newest = _minute_of(entry["after"][len(prefix):]) if entry["after"] else None
+            recent.add(found.key[len(prefix) :])
+        newest = _minute_of(entry["after"][len(prefix) :]) if entry["after"] else None
         if newest is not None:
             horizon = newest - timedelta(minutes=limits.lookback_minutes)
             recent = {s for s in recent if (_minute_of(s) or newest) >= horizon}
@@ -199,15 +204,21 @@ def raw_bucket_sensor(context: dg.SensorEvaluationContext, s3: S3Resource) -> dg
     ]
     events = []
     if result.objects:
-        events.append(dg.AssetObservation(
-            asset_key=RAW_ASSET_KEY,
-            metadata={
-                "new_objects": len(result.objects),
-                "new_bytes": sum(f.size for f in result.objects),
-                "runs_requested": len(requests),
-                "tick_exhausted_listing": result.exhausted,
-            },
-        ))
+        events.append(
+            dg.AssetObservation(
+                asset_key=RAW_ASSET_KEY,
+                metadata={
+                    "new_objects": len(result.objects),
+                    "new_bytes": sum(f.size for f in result.objects),
+                    "runs_requested": len(requests),
+                    "tick_exhausted_listing": result.exhausted,
+                },
+            )
+        )
     skip = None if requests else dg.SkipReason("no new raw objects")
-    return dg.SensorResult(run_requests=requests, cursor=orjson.dumps(result.cursor).decode(),
-                           asset_events=events, skip_reason=skip)
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=orjson.dumps(result.cursor).decode(),
+        asset_events=events,
+        skip_reason=skip,
+    )

@@ -18,9 +18,7 @@ from orchestration.local_s3 import LocalS3, ensure_bucket
 from orchestration.schema import apply_migrations
 from orchestration.settings import Settings, load_settings
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-if not FIXTURES.exists():  # CI clones main with shared/ beside it; a developer checkout may differ
-    FIXTURES = Path(os.environ.get("TRACEHOUSE_FIXTURES", "/work/shared/fixtures"))
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 OTLP_PB = FIXTURES / "langfuse-python-v5" / "otlp-traces-0000.pb.gz"
 SCORES_V5 = FIXTURES / "langfuse-python-v5" / "scores-0001.json"

@@ -34,7 +34,9 @@ def test_langfuse_v5_otlp_protobuf_fixture_lands_in_columns():
     trace_id = "d3a271de1ca31c04df7197beb3bf0529"
     assert {r["trace_id"] for r in rows.values()} == {trace_id}
     root, gen, tool = rows["agent-run"], rows["llm-call"], rows["tool:search"]
-    assert root["parent_observation_id"] == "" and root["type"] == "AGENT" and root["trace_name"] == "agent-run"
+    assert (
+        root["parent_observation_id"] == "" and root["type"] == "AGENT" and root["trace_name"] == "agent-run"
+    )
     assert gen["parent_observation_id"] == root["id"] == "1b94e7fe2d2cc625"
     assert gen["type"] == "GENERATION" and gen["provided_model_name"] == "gpt-4o"
     assert orjson.loads(gen["model_parameters"]) == {"temperature": 0.2}
@@ -61,23 +63,39 @@ def test_langfuse_v2_ingestion_fixture_creates_patches_and_late_trace_attributes
     key = minute_key("proj-1", "ingestion", "b.json")
     parsed = parse(key, INGESTION_V2.read_bytes())
     assert len(parsed.observations) == 5 and len(parsed.traces) == 2 and len(parsed.scores) == 1
-    gen_create, gen_update = [o for o in parsed.observations if o["id"] == "d1e21356-1610-47d0-89d9-259327366314"]
+    gen_create, gen_update = [
+        o for o in parsed.observations if o["id"] == "d1e21356-1610-47d0-89d9-259327366314"
+    ]
     assert not gen_create["is_update"] and gen_update["is_update"]
     assert gen_create["provided_model_name"] == "gpt-4o-mini" and gen_create["type"] == "GENERATION"
     assert orjson.loads(gen_create["model_parameters"]) == {"temperature": "0.1"}
     assert orjson.loads(gen_create["input"]) == [{"role": "user", "content": "hi"}]
-    assert gen_update["output"] == "hello!" and gen_update["usage_details"] == {"input": 5, "output": 2, "total": 7}
+    assert gen_update["output"] == "hello!" and gen_update["usage_details"] == {
+        "input": 5,
+        "output": 2,
+        "total": 7,
+    }
     assert gen_update["end_time"] is not None and gen_update["start_time"] is None
     event = next(o for o in parsed.observations if o["type"] == "EVENT")
     assert event["parent_observation_id"] == "ee1edc81-8282-44e9-a6ae-9dc0f79b1efb"
     assert event["metadata"] == {"key": "k1"}
     first, late = parsed.traces
     assert first["name"] == "chat-turn" and first["user_id"] == ""
-    assert (late["user_id"], late["session_id"], late["tags"], late["release"]) == ("user-7", "sess-3", ["beta"], "2.0.1")
+    assert (late["user_id"], late["session_id"], late["tags"], late["release"]) == (
+        "user-7",
+        "sess-3",
+        ["beta"],
+        "2.0.1",
+    )
     assert late["metadata"] == {"plan": "pro"} and orjson.loads(late["output"]) == {"a": "hello!"}
     assert late["event_ts"] > first["event_ts"]
     score = parsed.scores[0]
-    assert (score["name"], score["value"], score["comment"], score["data_type"]) == ("thumbs", 1.0, "good", "NUMERIC")
+    assert (score["name"], score["value"], score["comment"], score["data_type"]) == (
+        "thumbs",
+        1.0,
+        "good",
+        "NUMERIC",
+    )
 
 
 def test_langfuse_v5_scores_api_body():
@@ -88,12 +106,27 @@ def test_langfuse_v5_scores_api_body():
 
 
 def _spans():
-    return [{"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331", "parent": "",
-             "name": "chat gpt-4o", "start": 1_795_000_000_000_000_000, "end": 1_795_000_001_000_000_000,
-             "error": True, "attrs": {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
-                                      "gen_ai.response.model": "gpt-4o-2024-08-06", "gen_ai.usage.input_tokens": 100,
-                                      "gen_ai.usage.output_tokens": 20, "gen_ai.request.temperature": 0.5,
-                                      "deployment.environment.name": "prod", "http.route": "/chat"}}]
+    return [
+        {
+            "trace_id": "0af7651916cd43dd8448eb211c80319c",
+            "span_id": "b7ad6b7169203331",
+            "parent": "",
+            "name": "chat gpt-4o",
+            "start": 1_795_000_000_000_000_000,
+            "end": 1_795_000_001_000_000_000,
+            "error": True,
+            "attrs": {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.response.model": "gpt-4o-2024-08-06",
+                "gen_ai.usage.input_tokens": 100,
+                "gen_ai.usage.output_tokens": 20,
+                "gen_ai.request.temperature": 0.5,
+                "deployment.environment.name": "prod",
+                "http.route": "/chat",
+            },
+        }
+    ]
 
 
 @pytest.mark.parametrize("fmt", ["json", "json.gz", "binpb", "binpb.gz"])
@@ -124,39 +157,66 @@ def test_otlp_json_accepts_base64_ids_and_enum_names():
 
 
 def test_parquet_flat_observations():
-    table = pa.table({"id": ["o1", "o2"], "trace_id": ["t1", "t1"],
-                      "start_time": pa.array([1_700_000_000_000_000] * 2, pa.timestamp("us", tz="UTC")),
-                      "provided_model_name": ["gpt-4o", ""], "total_cost": [0.5, None]})
+    table = pa.table(
+        {
+            "id": ["o1", "o2"],
+            "trace_id": ["t1", "t1"],
+            "start_time": pa.array([1_700_000_000_000_000] * 2, pa.timestamp("us", tz="UTC")),
+            "provided_model_name": ["gpt-4o", ""],
+            "total_cost": [0.5, None],
+        }
+    )
     sink = io.BytesIO()
     pq.write_table(table, sink)
     parsed = parse(minute_key("p9", "parquet", "x.parquet"), sink.getvalue())
     rows = parsed.arrow_observations.to_pylist()
     assert [r["id"] for r in rows] == ["o1", "o2"]
-    assert rows[0]["project_id"] == "p9" and rows[0]["provided_model_name"] == "gpt-4o" and rows[0]["total_cost"] == 0.5
+    assert (
+        rows[0]["project_id"] == "p9"
+        and rows[0]["provided_model_name"] == "gpt-4o"
+        and rows[0]["total_cost"] == 0.5
+    )
     assert rows[1]["level"] == "" and rows[1]["usage_details"] == []
 
 
 BAD = [
     ("otlp", "x.json", b"", "empty"),
-    ("otlp", "x.json.gz", b"{\"resourceSpans\": []}", "not gzip"),
+    ("otlp", "x.json.gz", b'{"resourceSpans": []}', "not gzip"),
     ("otlp", "x.json.gz", gzip.compress(b'{"resourceSpans": [' * 50)[:-12], "truncated gzip"),
     ("otlp", "x.json", b"{not json", "invalid JSON"),
     ("otlp", "x.json", b'{"resourceSpans": "nope"}', "resourceSpans"),
     ("otlp", "x.json", b'{"resourceSpans": []}', "no spans"),
     ("otlp", "x.binpb", b"\xff\xff\xff\xff garbage", "invalid OTLP protobuf"),
     ("otlp", "x.json", b'{"hello": 1}', "resourceSpans"),
-    ("ingestion", "x.json", b'{"batch": [{"type": "trace-create", "timestamp": "2026-01-01T00:00:00Z", "body": {}}]}',
-     "without body.id"),
-    ("ingestion", "x.json", b'{"batch": [{"type": "bogus-create", "timestamp": "2026-01-01T00:00:00Z", "body": {}}]}',
-     "unknown ingestion event type"),
-    ("ingestion", "x.json", b'{"batch": [{"type": "span-create", "timestamp": "9999-01-01T00:00:00Z", '
-     b'"body": {"id": "a", "traceId": "t"}}]}', "out of range"),
+    (
+        "ingestion",
+        "x.json",
+        b'{"batch": [{"type": "trace-create", "timestamp": "2026-01-01T00:00:00Z", "body": {}}]}',
+        "without body.id",
+    ),
+    (
+        "ingestion",
+        "x.json",
+        b'{"batch": [{"type": "bogus-create", "timestamp": "2026-01-01T00:00:00Z", "body": {}}]}',
+        "unknown ingestion event type",
+    ),
+    (
+        "ingestion",
+        "x.json",
+        b'{"batch": [{"type": "span-create", "timestamp": "9999-01-01T00:00:00Z", '
+        b'"body": {"id": "a", "traceId": "t"}}]}',
+        "out of range",
+    ),
     ("ingestion", "x.json", b'{"batch": []}', "no events"),
     ("ingestion", "x.json", b"[1, 2]", "must be objects"),
     ("ingestion", "x.json", b'"just a string"', "ingestion object must be"),
-    ("ingestion", "x.json", b'{"batch": [{"type": "trace-create", "body": {"id": "t"}, "timestamp": "x"}]}',
-     "not an ISO-8601"),
-    ("ingestion", "x.json", b"\xff\xfe{\"batch\": []}", "invalid JSON"),
+    (
+        "ingestion",
+        "x.json",
+        b'{"batch": [{"type": "trace-create", "body": {"id": "t"}, "timestamp": "x"}]}',
+        "not an ISO-8601",
+    ),
+    ("ingestion", "x.json", b'\xff\xfe{"batch": []}', "invalid JSON"),
     ("parquet", "x.parquet", b"PAR1 not really", "invalid Parquet"),
 ]
 
@@ -168,8 +228,17 @@ def test_bad_objects_raise_a_clear_reason(kind, name, body, reason):
 
 
 def test_one_oversized_record_rejects_the_object():
-    body = orjson.dumps({"batch": [{"type": "span-create", "timestamp": "2026-01-01T00:00:00Z",
-                                    "body": {"id": "s", "traceId": "t", "input": "x" * 5000}}]})
+    body = orjson.dumps(
+        {
+            "batch": [
+                {
+                    "type": "span-create",
+                    "timestamp": "2026-01-01T00:00:00Z",
+                    "body": {"id": "s", "traceId": "t", "input": "x" * 5000},
+                }
+            ]
+        }
+    )
     with pytest.raises(BadObject, match="over the per-record limit"):
         parse(minute_key("p", "ingestion", "x.json"), body, max_record=4000)
 
@@ -180,8 +249,15 @@ def test_gzip_bomb_is_bounded():
         gunzip_bounded(bomb, 1_000_000)
 
 
-@pytest.mark.parametrize("key", ["junk.txt", "p/otlp/x.json", "p/videos/year=2026/month=01/day=01/hour=00/minute=00/a.mp4",
-                                 "p/otlp/year=2026/month=01/day=01/hour=00/minute=00/a.txt"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "junk.txt",
+        "p/otlp/x.json",
+        "p/videos/year=2026/month=01/day=01/hour=00/minute=00/a.mp4",
+        "p/otlp/year=2026/month=01/day=01/hour=00/minute=00/a.txt",
+    ],
+)
 def test_keys_outside_the_layout_are_rejected(key):
     with pytest.raises(BadKey):
         parse_key(key)

@@ -110,8 +110,17 @@ SCORE_SCHEMA = pa.schema(
 )
 
 # Nullable columns stay None; the rest get ClickHouse's defaults so rows are complete before Arrow.
-_NULLABLE = {"start_time", "end_time", "completion_start_time", "total_cost", "prompt_version", "public",
-             "bookmarked", "timestamp", "value"}
+_NULLABLE = {
+    "start_time",
+    "end_time",
+    "completion_start_time",
+    "total_cost",
+    "prompt_version",
+    "public",
+    "bookmarked",
+    "timestamp",
+    "value",
+}
 
 
 def _defaults(schema: pa.Schema) -> dict[str, Any]:

@@ -34,8 +34,18 @@ from orchestration.parsers.common import (
     with_usage_total,
 )
 
-_OBSERVATION_TYPES = {"span", "generation", "event", "agent", "tool", "chain", "retriever", "evaluator",
-                      "embedding", "guardrail"}
+_OBSERVATION_TYPES = {
+    "span",
+    "generation",
+    "event",
+    "agent",
+    "tool",
+    "chain",
+    "retriever",
+    "evaluator",
+    "embedding",
+    "guardrail",
+}
 _LEGACY_USAGE = {"promptTokens": "input", "completionTokens": "output", "totalTokens": "total"}
 
 
@@ -58,7 +68,11 @@ def _usage(body: dict[str, Any]) -> dict[str, int]:
         return {}
     if not isinstance(legacy, dict):
         raise BadObject("usage must be an object")
-    renamed = {_LEGACY_USAGE.get(k, k): v for k, v in legacy.items() if k not in ("inputCost", "outputCost", "totalCost")}
+    renamed = {
+        _LEGACY_USAGE.get(k, k): v
+        for k, v in legacy.items()
+        if k not in ("inputCost", "outputCost", "totalCost")
+    }
     return with_usage_total(number_map(renamed, "usage", integer=True))
 
 
@@ -67,7 +81,11 @@ def _cost(body: dict[str, Any]) -> dict[str, float]:
     if details:
         return number_map(details, "costDetails", integer=False)
     legacy = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-    picked = {k[: -len("Cost")]: legacy[k] for k in ("inputCost", "outputCost", "totalCost") if legacy.get(k) is not None}
+    picked = {
+        k[: -len("Cost")]: legacy[k]
+        for k in ("inputCost", "outputCost", "totalCost")
+        if legacy.get(k) is not None
+    }
     return number_map(picked, "usage costs", integer=False)
 
 
@@ -166,7 +184,9 @@ def _score(body: dict, ts: int | None, project_id: str, key: str, source_format:
     timestamp = iso_to_us(body.get("timestamp"), f"score {score_id} timestamp") or ts
     if timestamp is None:
         raise BadObject(f"score {score_id} has no timestamp")
-    data_type = body.get("dataType") or ("NUMERIC" if numeric else "BOOLEAN" if isinstance(value, bool) else "CATEGORICAL")
+    data_type = body.get("dataType") or (
+        "NUMERIC" if numeric else "BOOLEAN" if isinstance(value, bool) else "CATEGORICAL"
+    )
     row = dict(SCORE_DEFAULTS)
     row.update(
         project_id=project_id,
@@ -213,7 +233,9 @@ def parse_ingestion(data: bytes, *, project_id: str, source_key: str, max_record
 
 
 def _only_logs(doc: dict) -> bool:
-    return bool(doc["batch"]) and all(isinstance(e, dict) and e.get("type") == "sdk-log" for e in doc["batch"])
+    return bool(doc["batch"]) and all(
+        isinstance(e, dict) and e.get("type") == "sdk-log" for e in doc["batch"]
+    )
 
 
 def _ingest_event(event: Any, out: ParsedObject, project_id: str, key: str, max_record: int) -> None:

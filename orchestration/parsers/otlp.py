@@ -112,7 +112,11 @@ def spans_from_protobuf(data: bytes) -> Iterator[Span]:
                     status_message=s.status.message,
                     attributes=_pb_attrs(s.attributes),
                     events=[
-                        {"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": _pb_attrs(e.attributes)}
+                        {
+                            "name": e.name,
+                            "time_unix_nano": e.time_unix_nano,
+                            "attributes": _pb_attrs(e.attributes),
+                        }
                         for e in s.events
                     ],
                     context=context,
@@ -188,7 +192,10 @@ def spans_from_json(data: bytes) -> Iterator[Span]:
         for rs in doc["resourceSpans"]:
             if not isinstance(rs, dict):
                 raise BadObject("resourceSpans entries must be objects")
-            resource = {f"resource.{k}": v for k, v in _json_attrs((rs.get("resource") or {}).get("attributes")).items()}
+            resource = {
+                f"resource.{k}": v
+                for k, v in _json_attrs((rs.get("resource") or {}).get("attributes")).items()
+            }
             for ss in rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []:
                 scope = ss.get("scope") or ss.get("instrumentationLibrary") or {}
                 context = dict(resource)
@@ -243,7 +250,7 @@ def _first(attrs: dict[str, Any], *keys: str) -> Any:
 
 
 def _prefixed(attrs: dict[str, Any], prefix: str) -> dict[str, Any]:
-    found = {k[len(prefix):]: attrs.pop(k) for k in [k for k in attrs if k.startswith(prefix)]}
+    found = {k[len(prefix) :]: attrs.pop(k) for k in [k for k in attrs if k.startswith(prefix)]}
     return found
 
 
@@ -260,7 +267,7 @@ def _maybe_json(value: Any) -> Any:
 def _genai_model_parameters(attrs: dict[str, Any]) -> dict[str, Any]:
     params = {}
     for key in [k for k in attrs if k.startswith("gen_ai.request.") and k != "gen_ai.request.model"]:
-        params[key[len("gen_ai.request."):]] = attrs.pop(key)
+        params[key[len("gen_ai.request.") :]] = attrs.pop(key)
     return params
 
 
@@ -327,7 +334,13 @@ def span_to_row(span: Span, project_id: str, source_key: str, source_format: str
             _first(a, "langfuse.observation.input", "gen_ai.input.messages", "gen_ai.prompt", "input.value")
         ),
         output=json_text(
-            _first(a, "langfuse.observation.output", "gen_ai.output.messages", "gen_ai.completion", "output.value")
+            _first(
+                a,
+                "langfuse.observation.output",
+                "gen_ai.output.messages",
+                "gen_ai.completion",
+                "output.value",
+            )
         ),
         provided_model_name=str(model or ""),
         model_parameters=json_text(params if params is not None else (genai_params or None)),
@@ -362,7 +375,9 @@ def span_to_row(span: Span, project_id: str, source_key: str, source_format: str
     return row
 
 
-def parse_otlp(data: bytes, *, protobuf: bool, project_id: str, source_key: str, max_record: int) -> ParsedObject:
+def parse_otlp(
+    data: bytes, *, protobuf: bool, project_id: str, source_key: str, max_record: int
+) -> ParsedObject:
     spans = spans_from_protobuf(data) if protobuf else spans_from_json(data)
     fmt = "otlp_proto" if protobuf else "otlp_json"
     out = ParsedObject()

@@ -31,9 +31,16 @@ def parse_parquet(data: bytes, *, project_id: str, source_key: str, max_record: 
     if "project_id" in table.column_names:
         others = set(pc.unique(table["project_id"]).to_pylist()) - {project_id}
         if others:
-            raise BadObject(f"Parquet rows name project(s) {sorted(others)[:3]} but the key says {project_id!r}")
+            raise BadObject(
+                f"Parquet rows name project(s) {sorted(others)[:3]} but the key says {project_id!r}"
+            )
     n = table.num_rows
-    forced = {"project_id": project_id, "source_key": source_key, "source_format": "parquet", "is_update": False}
+    forced = {
+        "project_id": project_id,
+        "source_key": source_key,
+        "source_format": "parquet",
+        "is_update": False,
+    }
     columns = []
     for field in OBSERVATION_SCHEMA:
         if field.name in forced:
@@ -42,7 +49,9 @@ def parse_parquet(data: bytes, *, project_id: str, source_key: str, max_record: 
             try:
                 columns.append(table[field.name].cast(field.type))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise BadObject(f"Parquet column {field.name} cannot be read as {field.type}: {exc}") from None
+                raise BadObject(
+                    f"Parquet column {field.name} cannot be read as {field.type}: {exc}"
+                ) from None
         elif field.name == "event_ts":
             columns.append(table["start_time"].cast(field.type))
         else:
@@ -50,7 +59,9 @@ def parse_parquet(data: bytes, *, project_id: str, source_key: str, max_record: 
     out = pa.Table.from_arrays(columns, schema=OBSERVATION_SCHEMA)
     if out["id"].null_count or out["trace_id"].null_count or out["start_time"].null_count:
         raise BadObject("Parquet rows with null id, trace_id or start_time")
-    size = pc.add(pc.binary_length(pc.fill_null(out["input"], "")), pc.binary_length(pc.fill_null(out["output"], "")))
+    size = pc.add(
+        pc.binary_length(pc.fill_null(out["input"], "")), pc.binary_length(pc.fill_null(out["output"], ""))
+    )
     biggest = pc.max(size).as_py() or 0
     if biggest > max_record:
         raise BadObject(f"a Parquet row is {biggest} bytes, over the per-record limit of {max_record} bytes")
