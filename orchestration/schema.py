@@ -52,6 +52,17 @@ def render(template: str, db: str = DATABASE, cluster: str | None = None, **extr
     return [stmt.strip() for stmt in re.split(r";\s*\n", text + "\n") if stmt.strip()]
 
 
+def _template_values() -> dict[str, object]:
+    """Values the DDL templates take from code and configuration."""
+    from orchestration.propagation import TRACE_FIELDS
+    from orchestration.settings import load_settings
+
+    return {
+        "trace_fields": [(name, type_) for name, type_, _ in TRACE_FIELDS],
+        "core_truncate_chars": load_settings().core_truncate_chars,
+    }
+
+
 def apply_migrations(ch: ClickHouse, db: str = DATABASE) -> list[int]:
     """Apply pending migrations in order; returns the versions applied now."""
     ch.command(f"CREATE DATABASE IF NOT EXISTS {db}")
@@ -65,7 +76,7 @@ def apply_migrations(ch: ClickHouse, db: str = DATABASE) -> list[int]:
     for migration in load_migrations():
         if migration.version in done:
             continue
-        for statement in render(migration.template, db=db):
+        for statement in render(migration.template, db=db, **_template_values()):
             ch.command(statement)
         ch.command(
             f"INSERT INTO {db}.schema_migrations (version, name) VALUES ({{v:UInt32}}, {{n:String}})",  # noqa: S608

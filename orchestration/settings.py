@@ -34,6 +34,7 @@ class Settings:
     propagation_interval_seconds: int
     max_object_bytes: int
     max_record_bytes: int
+    core_truncate_chars: int
 
     @property
     def chdb_path(self) -> Path:
@@ -63,4 +64,5 @@ def load_settings() -> Settings:
         propagation_interval_seconds=_int("PROPAGATION_INTERVAL_SECONDS", 180),
         max_object_bytes=_int("TRACEHOUSE_MAX_OBJECT_BYTES", 256 * 1024 * 1024),
         max_record_bytes=_int("TRACEHOUSE_MAX_RECORD_BYTES", 16 * 1024 * 1024),
+        core_truncate_chars=_int("TRACEHOUSE_CORE_TRUNCATE_CHARS", 2048),
     )

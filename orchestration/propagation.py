@@ -1,0 +1,339 @@
+"""Micro-batch propagation: committed staging rows → merged observations with trace attributes → events.
+
+A window is a span of *commit time* (the ``recorded_at`` of ``loaded`` ledger rows), not of event time:
+late data lands in the window that is open when it is committed, so no past window ever needs re-running
+for it. A window ``[lo, hi)`` is processed only when ``hi <= now - delay`` (server clock), in order, and
+the watermark (``propagation_log``) moves only after its rows are committed.
+
+One window, all heavy work inside ClickHouse:
+
+1. fold the window's trace-level fields (``traces_staging`` rows and the attributes spans carry) into
+   ``trace_attributes`` (argMax states: re-inserting a window changes nothing);
+2. record the keys it touches in ``propagation_keys``: observations with committed rows in the window, and
+   ``repair`` keys — rows already in ``events`` whose trace attributes are now stale;
+3. ``INSERT ... SELECT`` one merged row per key (latest non-empty field wins; the existing events row is
+   the base for fields no staging row has), joined to the latest trace attributes; ``events_core`` is
+   filled by its materialized view in the same insert;
+4. delete the superseded rows of those keys from both tables. The current row of an observation is the one
+   with the greatest ``(source_version, propagated_at, propagation_id)``, so a retry after a crash at any
+   point, a manual re-run, or two runs racing all converge on exactly one row per observation.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import jinja2
+
+from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
+from orchestration.settings import DATABASE
+
+# Trace-level fields: (name in trace_attributes, ClickHouse type, "is set" condition on column `{c}`).
+TRACE_FIELDS: list[tuple[str, str, str]] = [
+    ("name", "String", "{c} != ''"),
+    ("user_id", "String", "{c} != ''"),
+    ("session_id", "String", "{c} != ''"),
+    ("tags", "Array(String)", "notEmpty({c})"),
+    ("release", "String", "{c} != ''"),
+    ("version", "String", "{c} != ''"),
+    ("environment", "String", "{c} != ''"),
+    ("metadata", "Map(String, String)", "notEmpty({c})"),
+    ("public", "Int8", "{c} >= 0"),
+    ("bookmarked", "Int8", "{c} >= 0"),
+]
+# events column ← trace_attributes field
+EVENTS_TRACE_COLUMNS = {
+    "trace_name": "name",
+    "user_id": "user_id",
+    "session_id": "session_id",
+    "tags": "tags",
+    "release": "release",
+    "trace_version": "version",
+    "trace_metadata": "metadata",
+    "public": "public",
+    "bookmarked": "bookmarked",
+}
+# Observation fields merged across versions: name → "is set" condition.
+OBSERVATION_FIELDS: dict[str, str] = {
+    "trace_id": "{c} != ''",
+    "parent_observation_id": "{c} != ''",
+    "type": "{c} != ''",
+    "name": "{c} != ''",
+    "start_time": "{c} IS NOT NULL",
+    "end_time": "{c} IS NOT NULL",
+    "completion_start_time": "{c} IS NOT NULL",
+    "level": "{c} != ''",
+    "status_message": "{c} != ''",
+    "version": "{c} != ''",
+    "environment": "{c} != ''",
+    "input": "{c} != ''",
+    "output": "{c} != ''",
+    "metadata": "notEmpty({c})",
+    "provided_model_name": "{c} != ''",
+    "model_parameters": "{c} != ''",
+    "usage_details": "notEmpty({c})",
+    "cost_details": "notEmpty({c})",
+    "total_cost": "{c} IS NOT NULL",
+    "prompt_name": "{c} != ''",
+    "prompt_version": "{c} IS NOT NULL",
+}
+# How far before the earliest start seen in a window an existing row of the same observation may start.
+LOOKUP_SLACK = timedelta(days=1)
+_ZERO_KEY = "(toDateTime64(0, 6, 'UTC'), toDateTime64(0, 6, 'UTC'))"
+
+
+EVENT_COLUMNS = [
+    "project_id", "trace_id", "id", "parent_observation_id", "type", "name", "start_time", "end_time",
+    "completion_start_time", "level", "status_message", "version", "environment", "input", "output",
+    "metadata", "provided_model_name", "model_parameters", "usage_details", "cost_details", "total_cost",
+    "prompt_name", "prompt_version", *EVENTS_TRACE_COLUMNS, "event_ts", "source_version", "propagated_at",
+    "propagation_id",
+]  # fmt: skip
+
+
+def _attr(field_name: str) -> str:
+    return f"t.{field_name} = 1" if field_name in ("public", "bookmarked") else f"t.{field_name}"
+
+
+def _select_list() -> list[str]:
+    """The events columns of a merged row ``m`` joined to its trace's latest attributes ``t``."""
+    special = {
+        "project_id": "m.project_id",
+        "id": "m.id",
+        "start_time": "coalesce(m.start_time_merged, m.first_event_ts)",
+        "level": "if(m.level_merged = '', 'DEFAULT', m.level_merged)",
+        "environment": "multiIf(m.environment_merged != '', m.environment_merged, "
+        "t.environment != '', t.environment, 'default')",
+        "event_ts": "m.last_event_ts",
+        "source_version": "greatest(m.committed_max, t.updated_at)",
+        "propagated_at": "now64(6)",
+        "propagation_id": "{pid:String}",
+        **{col: _attr(f) for col, f in EVENTS_TRACE_COLUMNS.items()},
+    }
+    return [special.get(c, f"m.{c}_merged") for c in EVENT_COLUMNS]
+
+
+@functools.cache
+def _statements(db: str) -> Any:
+    """The macros of ``sql/propagation.sql`` bound to ``db`` and the column lists above."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 (SQL, not HTML)
+    text = resources.files("orchestration").joinpath("sql", "propagation.sql").read_text()
+    return env.from_string(text).make_module(
+        {
+            "db": db,
+            "trace_fields": [(n, t, cond.format(c=n)) for n, t, cond in TRACE_FIELDS],
+            "trace_columns": EVENTS_TRACE_COLUMNS,
+            "observation_fields": list(OBSERVATION_FIELDS),
+            "merge_fields": {f: cond.format(c=f) for f, cond in OBSERVATION_FIELDS.items()},
+            "zero": _ZERO_KEY,
+            "attr": _attr,
+            "select_list": _select_list(),
+            "event_columns": EVENT_COLUMNS,
+        }
+    )
+
+
+@dataclass
+class WindowResult:
+    start: datetime
+    end: datetime
+    propagation_id: str
+    observations: int = 0
+    repaired: int = 0
+    replaced: int = 0
+
+
+@dataclass
+class PropagationReport:
+    windows: list[WindowResult] = field(default_factory=list)
+    watermark: datetime | None = None
+    caught_up: bool = True
+
+    @property
+    def observations(self) -> int:
+        return sum(w.observations for w in self.windows)
+
+    @property
+    def repaired(self) -> int:
+        return sum(w.repaired for w in self.windows)
+
+    @property
+    def replaced(self) -> int:
+        return sum(w.replaced for w in self.windows)
+
+
+def server_now(ch: ClickHouse) -> datetime:
+    return _utc(query_scalar(ch, "SELECT now64(6, 'UTC')"))
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def watermark(ch: ClickHouse, db: str = DATABASE) -> datetime | None:
+    """End of the latest window whose rows are committed in events (None before the first window)."""
+    value = query_scalar(
+        ch,
+        f"SELECT maxOrNull(window_end) FROM {db}.propagation_log WHERE status = 'done'",  # noqa: S608
+    )
+    return _utc(value) if value is not None else None
+
+
+def _first_commit(ch: ClickHouse, db: str, after: datetime | None) -> datetime | None:
+    value = query_scalar(
+        ch,
+        f"SELECT minOrNull(recorded_at) FROM {db}.ingest_ledger "  # noqa: S608
+        "WHERE status = 'loaded' AND recorded_at >= {after:DateTime64(6, 'UTC')}",
+        {"after": after or datetime(1970, 1, 1, tzinfo=UTC)},
+    )
+    return _utc(value) if value is not None else None
+
+
+def propagate(
+    ch: ClickHouse,
+    *,
+    delay_seconds: int,
+    interval_seconds: int,
+    max_windows: int = 20,
+    run_id: str = "",
+    db: str = DATABASE,
+    now: datetime | None = None,
+    on_window: Callable[[WindowResult], None] | None = None,
+) -> PropagationReport:
+    """Process every due window after the watermark (at most ``max_windows`` non-empty ones)."""
+    target = (now or server_now(ch)) - timedelta(seconds=delay_seconds)
+    report = PropagationReport(watermark=watermark(ch, db))
+    start = report.watermark
+    processed = 0
+    while True:
+        first = _first_commit(ch, db, start)
+        if first is None or first >= target:
+            break  # nothing committed that is due
+        if processed >= max_windows:
+            report.caught_up = False
+            break
+        # skip empty time: the window starts at the watermark or at the first commit after it
+        lo = start if start is not None and first < start + timedelta(seconds=interval_seconds) else first
+        hi = min(lo + timedelta(seconds=interval_seconds), target)
+        result = propagate_window(ch, lo, hi, run_id=run_id, db=db, horizon=hi)
+        report.windows.append(result)
+        report.watermark = start = hi
+        processed += 1
+        if on_window:
+            on_window(result)
+    return report
+
+
+def propagate_window(
+    ch: ClickHouse,
+    lo: datetime,
+    hi: datetime,
+    *,
+    run_id: str = "",
+    db: str = DATABASE,
+    horizon: datetime | None = None,
+) -> WindowResult:
+    """Propagate the loads committed in ``[lo, hi)``; safe to repeat (see the module docstring).
+
+    ``horizon`` bounds the staging versions merged per observation. It is ``hi`` for the next window;
+    a manual re-run of an old window passes the current watermark so it cannot write stale rows.
+    """
+    pid = uuid.uuid4().hex
+    result = WindowResult(start=lo, end=hi, propagation_id=pid)
+    window = {"lo": lo, "hi": hi, "pid": pid}
+    _log(ch, db, result, "started", run_id)
+
+    sql = _statements(db)
+    ch.command(sql.insert_trace_attributes(), window)
+    ch.command(sql.insert_window_keys(), window)
+    result.observations = query_scalar(
+        ch,
+        f"SELECT count() FROM {db}.propagation_keys "  # noqa: S608
+        "WHERE propagation_id = {pid:String} AND kind = 'observation'",
+        window,
+    )
+    earliest = _earliest_start(ch, db, window)
+    if earliest is not None:
+        lookup_from = earliest - LOOKUP_SLACK
+        params = {**window, "horizon": max(hi, horizon or hi), "lookup_from": lookup_from}
+        ch.command(sql.insert_repair_keys(), params)
+        result.repaired = query_scalar(
+            ch,
+            f"SELECT count() FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}} "  # noqa: S608
+            "AND kind = 'repair' AND (project_id, id) NOT IN (SELECT project_id, id FROM "
+            f"{db}.propagation_keys WHERE propagation_id = {{pid:String}} AND kind = 'observation')",
+            window,
+        )
+        ch.command(sql.insert_events(), params)
+        result.replaced = _delete_superseded(ch, db, params)
+    _log(ch, db, result, "done", run_id)
+    ch.command(f"DELETE FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}}", window)  # noqa: S608
+    return result
+
+
+def _earliest_start(ch: ClickHouse, db: str, window: dict) -> datetime | None:
+    """The earliest start any row this window touches can have: bounds every lookup in events."""
+    of_traces = query_scalar(
+        ch,
+        f"SELECT minOrNull(first_start) FROM {db}.trace_attributes WHERE (project_id, trace_id) IN "  # noqa: S608
+        f"(SELECT project_id, trace_id FROM {db}.propagation_keys "
+        "WHERE propagation_id = {pid:String} AND kind = 'trace')",
+        window,
+    )
+    of_rows = query_scalar(
+        ch,
+        _statements(db).earliest_window_start(),
+        window,
+    )
+    found = [_utc(v) for v in (of_traces, of_rows) if v is not None]
+    return min(found) if found else None
+
+
+def _delete_superseded(ch: ClickHouse, db: str, params: dict) -> int:
+    """Remove every row of the touched observations but the current one, from events and events_core."""
+    replaced = 0
+    for table in ("events", "events_core"):
+        losers = query_rows(ch, _statements(db).superseded(table), params)
+        if table == "events":
+            replaced = len(losers)
+        for chunk in range(0, len(losers), 5000):
+            part = losers[chunk : chunk + 5000]
+            ch.command(
+                f"DELETE FROM {db}.{table} WHERE start_time >= {{since:DateTime64(6, 'UTC')}} "  # noqa: S608
+                "AND (project_id, id, propagation_id) IN {rows:Array(Tuple(String, String, String))}",
+                {
+                    "since": min(_utc(r["start_time"]) for r in part),
+                    "rows": [(r["project_id"], r["id"], r["propagation_id"]) for r in part],
+                },
+            )
+    return replaced
+
+
+def _log(ch: ClickHouse, db: str, result: WindowResult, status: str, run_id: str) -> None:
+    ch.command(
+        f"INSERT INTO {db}.propagation_log (window_start, window_end, status, propagation_id, observations, "  # noqa: S608
+        "repaired, replaced, run_id) VALUES ({lo:DateTime64(6, 'UTC')}, {hi:DateTime64(6, 'UTC')}, "
+        "{status:String}, {pid:String}, {n:UInt64}, {r:UInt64}, {x:UInt64}, {run:String})",
+        {
+            "lo": result.start,
+            "hi": result.end,
+            "status": status,
+            "pid": result.propagation_id,
+            "n": result.observations,
+            "r": result.repaired,
+            "x": result.replaced,
+            "run": run_id,
+        },
+    )
+
+
+def trace_attribute_coverage(ch: ClickHouse, since: datetime, db: str = DATABASE) -> tuple[int, int]:
+    """(rows in events since ``since``, rows whose trace attributes equal the latest known ones)."""
+    row = query_rows(ch, _statements(db).coverage(), {"since": since})[0]
+    return row["rows"], row["current"]

@@ -1,0 +1,181 @@
+{#- SQL of one propagation window (orchestration/propagation.py renders each macro as one statement).
+    Values arrive as query parameters ({lo}, {hi}, {pid}, ...); Jinja only splices identifiers and the
+    column lists derived from code. -#}
+
+{%- macro committed() -%}
+SELECT source_key, load_id, recorded_at AS committed_at FROM {{ db }}.ingest_ledger
+WHERE status = 'loaded' AND recorded_at >= {lo:DateTime64(6, 'UTC')} AND recorded_at < {hi:DateTime64(6, 'UTC')}
+{%- endmacro %}
+
+{%- macro committed_keys() -%}
+SELECT source_key FROM ({{ committed() }})
+{%- endmacro %}
+
+{%- macro touched_traces() -%}
+SELECT project_id, trace_id FROM {{ db }}.propagation_keys WHERE propagation_id = {pid:String} AND kind = 'trace'
+{%- endmacro %}
+
+{%- macro keys() -%}
+SELECT DISTINCT project_id, id FROM {{ db }}.propagation_keys
+WHERE propagation_id = {pid:String} AND kind IN ('observation', 'repair')
+{%- endmacro %}
+
+{%- macro trace_tuple(prefix) -%}
+({% for col, f in trace_columns.items() %}{% if not loop.first %}, {% endif %}{{ prefix }}{{ col }}{% endfor %})
+{%- endmacro %}
+
+{%- macro latest_tuple() -%}
+({% for col, f in trace_columns.items() %}{% if not loop.first %}, {% endif %}{{ attr(f) }}{% endfor %})
+{%- endmacro %}
+
+{#- The latest non-empty attributes of the traces selected by `traces` (a subquery). -#}
+{%- macro latest_attributes(traces) -%}
+SELECT project_id, trace_id,
+{%- for name, type, is_set in trace_fields %}
+    argMaxMerge({{ name }}) AS {{ name }},
+{%- endfor %}
+    min(first_start) AS first_start, max(last_start) AS last_start, max(updated_at) AS updated_at
+FROM {{ db }}.trace_attributes
+WHERE (project_id, trace_id) IN ({{ traces }})
+GROUP BY project_id, trace_id
+{%- endmacro %}
+
+{#- Fold the window's trace-level fields into trace_attributes: traces_staging rows and span-carried ones. -#}
+{%- macro insert_trace_attributes() -%}
+INSERT INTO {{ db }}.trace_attributes
+SELECT project_id, trace_id,
+{%- for name, type, is_set in trace_fields %}
+    argMaxState(CAST({{ name }} AS {{ type }}), if({{ is_set }}, (event_ts, committed_at), {{ zero }})),
+{%- endfor %}
+    min(first_start), max(last_start), max(committed_at)
+FROM (
+    SELECT t.project_id AS project_id, t.trace_id AS trace_id, t.name AS name, t.user_id AS user_id,
+           t.session_id AS session_id, t.tags AS tags, t.release AS release, t.version AS version,
+           toString(t.environment) AS environment, t.metadata AS metadata,
+           ifNull(toInt8(t.public), -1) AS public, ifNull(toInt8(t.bookmarked), -1) AS bookmarked,
+           coalesce(t.timestamp, t.event_ts) AS first_start, coalesce(t.timestamp, t.event_ts) AS last_start,
+           t.event_ts AS event_ts, c.committed_at AS committed_at
+    FROM {{ db }}.traces_staging AS t
+    INNER JOIN ({{ committed() }}) AS c ON t.source_key = c.source_key AND t.load_id = c.load_id
+    WHERE t.source_key IN ({{ committed_keys() }})
+    UNION ALL
+    SELECT o.project_id, o.trace_id, o.trace_name, o.user_id, o.session_id, o.tags, o.release, '', '',
+           o.trace_metadata, ifNull(toInt8(o.public), -1), -1,
+           coalesce(o.start_time, o.event_ts), coalesce(o.end_time, o.start_time, o.event_ts),
+           o.event_ts, c.committed_at
+    FROM {{ db }}.observations_staging AS o
+    INNER JOIN ({{ committed() }}) AS c ON o.source_key = c.source_key AND o.load_id = c.load_id
+    WHERE o.source_key IN ({{ committed_keys() }}) AND o.trace_id != ''
+)
+GROUP BY project_id, trace_id
+{%- endmacro %}
+
+{#- The observations and traces the window's committed loads touch. -#}
+{%- macro insert_window_keys() -%}
+INSERT INTO {{ db }}.propagation_keys (propagation_id, kind, project_id, trace_id, id)
+SELECT DISTINCT {pid:String}, 'observation', project_id, trace_id, id
+FROM {{ db }}.observations_staging
+WHERE source_key IN ({{ committed_keys() }})
+  AND (source_key, load_id) IN (SELECT source_key, load_id FROM ({{ committed() }}))
+UNION ALL
+SELECT DISTINCT {pid:String}, 'trace', project_id, trace_id, ''
+FROM (
+    SELECT project_id, trace_id FROM {{ db }}.traces_staging
+    WHERE source_key IN ({{ committed_keys() }})
+      AND (source_key, load_id) IN (SELECT source_key, load_id FROM ({{ committed() }}))
+    UNION ALL
+    SELECT project_id, trace_id FROM {{ db }}.observations_staging
+    WHERE source_key IN ({{ committed_keys() }})
+      AND (source_key, load_id) IN (SELECT source_key, load_id FROM ({{ committed() }})) AND trace_id != ''
+)
+{%- endmacro %}
+
+{%- macro earliest_window_start() -%}
+SELECT minOrNull(coalesce(start_time, event_ts)) FROM {{ db }}.observations_staging
+WHERE source_key IN ({{ committed_keys() }})
+  AND (source_key, load_id) IN (SELECT source_key, load_id FROM ({{ committed() }}))
+{%- endmacro %}
+
+{#- Rows already in events whose trace attributes are no longer the latest: re-merge them too. -#}
+{%- macro insert_repair_keys() -%}
+INSERT INTO {{ db }}.propagation_keys (propagation_id, kind, project_id, trace_id, id)
+SELECT DISTINCT {pid:String}, 'repair', e.project_id, e.trace_id, e.id
+FROM {{ db }}.events AS e
+INNER JOIN ({{ latest_attributes(touched_traces()) }}) AS t ON e.project_id = t.project_id AND e.trace_id = t.trace_id
+WHERE e.start_time >= {lookup_from:DateTime64(6, 'UTC')}
+  AND (e.project_id, e.trace_id) IN ({{ touched_traces() }})
+  AND {{ trace_tuple('e.') }} != {{ latest_tuple() }}
+{%- endmacro %}
+
+{%- macro existing() -%}
+SELECT * FROM {{ db }}.events
+WHERE start_time >= {lookup_from:DateTime64(6, 'UTC')} AND (project_id, id) IN ({{ keys() }})
+{%- endmacro %}
+
+{%- macro staging_versions() -%}
+SELECT s.project_id AS project_id, s.id AS id,
+{%- for f in observation_fields %} s.{{ f }} AS {{ f }},{% endfor %}
+    s.event_ts AS event_ts, 1 AS priority, c.committed_at AS committed_at
+FROM {{ db }}.observations_staging AS s
+INNER JOIN (
+    SELECT source_key, load_id, recorded_at AS committed_at FROM {{ db }}.ingest_ledger
+    WHERE status = 'loaded' AND recorded_at < {horizon:DateTime64(6, 'UTC')}
+) AS c ON s.source_key = c.source_key AND s.load_id = c.load_id
+{%- endmacro %}
+
+{#- One merged row per touched observation, joined to its trace's latest attributes. The events_core view
+    runs in the same insert. -#}
+{%- macro insert_events() -%}
+INSERT INTO {{ db }}.events ({{ event_columns | join(', ') }})
+SETTINGS parallel_view_processing = 1
+SELECT {{ select_list | join(',\n    ') }}
+FROM (
+    SELECT project_id, id,
+    {%- for f, is_set in merge_fields.items() %}
+        argMaxIf({{ f }}, (priority, event_ts, committed_at), {{ is_set }}) AS {{ f }}_merged,
+    {%- endfor %}
+        min(event_ts) AS first_event_ts, max(event_ts) AS last_event_ts, max(committed_at) AS committed_max
+    FROM (
+        -- versions committed in this window
+        {{ staging_versions() }}
+        WHERE s.source_key IN ({{ committed_keys() }}) AND (s.project_id, s.id) IN ({{ keys() }})
+        UNION ALL
+        -- earlier versions of observations that already have a row (late patches, repairs, retries)
+        {{ staging_versions() }}
+        WHERE s.id IN (SELECT id FROM ({{ existing() }}))
+          AND s.source_key NOT IN ({{ committed_keys() }})
+          AND (s.project_id, s.id) IN ({{ keys() }})
+        UNION ALL
+        -- the existing row: the base for any field no staging version sets
+        SELECT project_id, id,
+        {%- for f in observation_fields %} {{ f }},{% endfor %}
+            event_ts, 0, source_version
+        FROM ({{ existing() }})
+    )
+    GROUP BY project_id, id
+) AS m
+LEFT JOIN ({{ latest_attributes(touched_traces()) }}) AS t
+    ON m.project_id = t.project_id AND m.trace_id_merged = t.trace_id
+{%- endmacro %}
+
+{#- Rows of the touched observations that are not the current one (greatest source_version, propagated_at,
+    propagation_id). -#}
+{%- macro superseded(table) -%}
+SELECT project_id, id, propagation_id, start_time FROM {{ db }}.{{ table }}
+WHERE start_time >= {lookup_from:DateTime64(6, 'UTC')}
+  AND (project_id, id) IN ({{ keys() }})
+  AND (project_id, id, propagation_id) NOT IN (
+      SELECT project_id, id, argMax(propagation_id, (source_version, propagated_at, propagation_id))
+      FROM {{ db }}.events
+      WHERE start_time >= {lookup_from:DateTime64(6, 'UTC')} AND (project_id, id) IN ({{ keys() }})
+      GROUP BY project_id, id)
+{%- endmacro %}
+
+{%- macro coverage() -%}
+SELECT count() AS rows, countIf({{ trace_tuple('e.') }} = {{ latest_tuple() }}) AS current
+FROM {{ db }}.events AS e
+LEFT JOIN ({{ latest_attributes(
+    "SELECT DISTINCT project_id, trace_id FROM " ~ db ~ ".events WHERE start_time >= {since:DateTime64(6, 'UTC')}"
+) }}) AS t ON e.project_id = t.project_id AND e.trace_id = t.trace_id
+WHERE e.start_time >= {since:DateTime64(6, 'UTC')}
+{%- endmacro %}
