@@ -128,20 +128,20 @@ def _demo_loop(settings: Settings, interval: float, stop: threading.Event) -> No
 
 
 @main.command("run-once")
-@click.option("--no-delay", is_flag=True, help="propagate everything pending now (delay 0)")
+@click.option("--no-delay", is_flag=True, help="propagate everything committed now (delay 0)")
 def run_once(no_delay: bool) -> None:
     """Process every pending raw object end to end, headless, and print a summary."""
     from orchestration.clickhouse import open_clickhouse
     from orchestration.loader import LoadReport, load_objects
     from orchestration.local_s3 import s3_client
+    from orchestration.propagation import propagate
     from orchestration.reconcile import pending_keys
+    from orchestration.schema import apply_migrations
 
     with environment() as settings:
         client = s3_client(settings.s3_endpoint_url)
         report = LoadReport()
         with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
-            from orchestration.schema import apply_migrations
-
             apply_migrations(ch)
             with _progress() as progress:
                 task = progress.add_task("loading raw objects", total=None)
@@ -156,7 +156,21 @@ def run_once(no_delay: bool) -> None:
                         on_object=lambda _o: progress.advance(task),
                     )
                     report.outcomes += part.outcomes
+                windows = progress.add_task("propagating windows", total=None)
+                propagated = propagate(
+                    ch,
+                    delay_seconds=0 if no_delay else settings.propagation_delay_seconds,
+                    interval_seconds=settings.propagation_interval_seconds,
+                    max_windows=10**6,
+                    run_id="run-once",
+                    on_window=lambda _w: progress.advance(windows),
+                )
         _print_load_summary(report)
+        delay_note = "" if no_delay else f" (windows ending ≥ {settings.propagation_delay_seconds}s ago)"
+        print(
+            f"propagated={propagated.observations} repaired={propagated.repaired} "
+            f"windows={len(propagated.windows)}{delay_note}"
+        )
 
 
 def _progress() -> Progress:

@@ -86,7 +86,9 @@ def format_param(value: Any) -> str:
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
         return value.isoformat(sep=" ")
-    if isinstance(value, list | tuple | set | frozenset):
+    if isinstance(value, tuple):
+        return "(" + ",".join(_quote(v) for v in value) + ")"
+    if isinstance(value, list | set | frozenset):
         return "[" + ",".join(_quote(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ",".join(f"{_quote(k)}:{_quote(v)}" for k, v in value.items()) + "}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.events import EVENTS_CHECKS, propagation
 from assets.raw import raw_batches
 from assets.staging import StagingLoadConfig, staging_tables
 from orchestration.resources import build_resources
@@ -32,16 +33,52 @@ reconcile_schedule = dg.ScheduleDefinition(
 )
 
 
+propagate_events = dg.define_asset_job(
+    "propagate_events",
+    selection=dg.AssetSelection.assets(propagation).without_checks(),
+    description="Propagate the due windows of committed staging rows into events (and events_core).",
+)
+
+
+def _every(seconds: int) -> str:
+    """Cron for PROPAGATION_INTERVAL_SECONDS (cron has minute resolution: rounded, at least 1 minute)."""
+    minutes = max(1, round(seconds / 60))
+    return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
+
+
+propagation_schedule = dg.ScheduleDefinition(
+    name="propagate_events_schedule",
+    job=propagate_events,
+    cron_schedule=_every(load_settings().propagation_interval_seconds),
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="The micro-batch: windows that ended PROPAGATION_DELAY_SECONDS ago, every interval.",
+)
+
+check_events = dg.define_asset_job(
+    "check_events",
+    selection=dg.AssetSelection.checks(*EVENTS_CHECKS),
+    description="Quality checks of events and events_core: duplicates, completeness, truncation, coverage.",
+)
+
+check_events_schedule = dg.ScheduleDefinition(
+    name="check_events_hourly",
+    job=check_events,
+    cron_schedule="41 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+
 def _executor() -> dg.ExecutorDefinition:
     # Embedded chDB allows one process per data folder: steps of a run share the run's process.
     return dg.in_process_executor if load_settings().embedded else dg.multiprocess_executor
 
 
 defs = dg.Definitions(
-    assets=[raw_batches, staging_tables],
-    jobs=[load_raw_batches, reconcile_raw_bucket],
+    assets=[raw_batches, staging_tables, propagation],
+    asset_checks=EVENTS_CHECKS,
+    jobs=[load_raw_batches, reconcile_raw_bucket, propagate_events, check_events],
     sensors=[raw_bucket_sensor],
-    schedules=[reconcile_schedule],
+    schedules=[reconcile_schedule, propagation_schedule, check_events_schedule],
     resources=build_resources(),
     executor=_executor(),
 )

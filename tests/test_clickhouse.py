@@ -43,6 +43,11 @@ def test_strings_round_trip_as_parameters(chdb, value):
 def test_arrays_maps_dates_and_numbers_round_trip(chdb):
     assert query_scalar(chdb, "SELECT {v:Array(String)}", {"v": HOSTILE}) == HOSTILE
     assert query_scalar(chdb, "SELECT {v:Map(String, String)}", {"v": {"k'1": "v'1"}}) == [("k'1", "v'1")]
+    pairs = [("a'", 1), ("b", 2)]
+    assert query_scalar(chdb, "SELECT {v:Array(Tuple(String, UInt8))}", {"v": pairs}) == [
+        {"1": "a'", "2": 1},
+        {"1": "b", "2": 2},
+    ]
     moment = datetime(2026, 11, 24, 12, 30, 1, 250000, tzinfo=UTC)
     got = query_scalar(chdb, "SELECT toString({v:DateTime64(6, 'UTC')})", {"v": moment})
     assert got == "2026-11-24 12:30:01.250000"

@@ -108,16 +108,17 @@ PARTITION BY toYYYYMM(start_time)
 ORDER BY (project_id, toDate(start_time), trace_id, start_time, id);
 
 -- Truncation is fixed when the view is created (TRACEHOUSE_CORE_TRUNCATE_CHARS); changing it is a replay.
+-- The flags read e.input etc.: unqualified names would resolve to the truncated aliases.
 CREATE MATERIALIZED VIEW IF NOT EXISTS {{ db }}.events_core_mv {{ on_cluster }} TO {{ db }}.events_core AS
 SELECT
     * EXCEPT (input, output, metadata),
     leftUTF8(input, {{ core_truncate_chars }}) AS input,
     leftUTF8(output, {{ core_truncate_chars }}) AS output,
     mapApply((k, v) -> (k, leftUTF8(v, {{ core_truncate_chars }})), metadata) AS metadata,
-    lengthUTF8(input) > {{ core_truncate_chars }} AS input_truncated,
-    lengthUTF8(output) > {{ core_truncate_chars }} AS output_truncated,
-    arrayExists(v -> lengthUTF8(v) > {{ core_truncate_chars }}, mapValues(metadata)) AS metadata_truncated
-FROM {{ db }}.events;
+    lengthUTF8(e.input) > {{ core_truncate_chars }} AS input_truncated,
+    lengthUTF8(e.output) > {{ core_truncate_chars }} AS output_truncated,
+    arrayExists(v -> lengthUTF8(v) > {{ core_truncate_chars }}, mapValues(e.metadata)) AS metadata_truncated
+FROM {{ db }}.events AS e;
 
 -- Latest non-empty trace attributes per trace. Each field is argMax over (event_ts, committed_at) with
 -- empty values ranked at epoch, so they only win when nothing else is known. Re-inserting the same

@@ -1,0 +1,243 @@
+"""Stage 2: the micro-batch propagation into ``events`` and, through its materialized view, ``events_core``.
+
+The asset runs every ``PROPAGATION_INTERVAL_SECONDS`` (schedule in ``orchestration/definitions.py``) and
+processes the windows that are due; the logic lives in ``orchestration/propagation.py``. The checks below
+are cheap enough to run hourly on their own job, and each fails on the broken data it names.
+"""
+
+from datetime import timedelta
+
+import dagster as dg
+from pydantic import Field
+
+from assets.staging import table_metadata
+from orchestration.clickhouse import ClickHouse, query_scalar
+from orchestration.propagation import (
+    EVENT_COLUMNS,
+    EVENTS_TRACE_COLUMNS,
+    OBSERVATION_FIELDS,
+    propagate,
+    server_now,
+    trace_attribute_coverage,
+    watermark,
+)
+from orchestration.resources import ClickHouseResource
+from orchestration.settings import DATABASE, load_settings
+
+EVENTS = dg.AssetKey("events")
+EVENTS_CORE = dg.AssetKey("events_core")
+OBSERVATIONS_STAGING = dg.AssetKey("observations_staging")
+TRACES_STAGING = dg.AssetKey("traces_staging")
+CHECK_DAYS = 30  # checks that scan events look at rows that started in the last CHECK_DAYS days
+
+
+class PropagationConfig(dg.Config):
+    delay_seconds: int | None = Field(
+        default=None, description="override PROPAGATION_DELAY_SECONDS (0 = propagate everything committed)"
+    )
+    max_windows: int = Field(default=20, description="non-empty windows per run; the rest wait for the next")
+
+
+def _events_lineage() -> dg.TableColumnLineage:
+    staging = {
+        c: [dg.TableColumnDep(OBSERVATIONS_STAGING, c)] for c in ["project_id", "id", *OBSERVATION_FIELDS]
+    }
+    trace_source = {"trace_name": "name", "trace_version": "version", "trace_metadata": "metadata"}
+    span_carried = {"trace_name": "trace_name", "trace_metadata": "trace_metadata"}
+    for col, field in EVENTS_TRACE_COLUMNS.items():
+        deps = [dg.TableColumnDep(TRACES_STAGING, trace_source.get(col, field))]
+        if col not in ("trace_version", "bookmarked"):
+            deps.append(dg.TableColumnDep(OBSERVATIONS_STAGING, span_carried.get(col, field)))
+        staging[col] = deps
+    staging["environment"] += [dg.TableColumnDep(TRACES_STAGING, "environment")]
+    staging["event_ts"] = [dg.TableColumnDep(OBSERVATIONS_STAGING, "event_ts")]
+    return dg.TableColumnLineage(deps_by_column=staging)
+
+
+def _core_lineage() -> dg.TableColumnLineage:
+    deps = {c: [dg.TableColumnDep(EVENTS, c)] for c in EVENT_COLUMNS}
+    for c in ("input", "output", "metadata"):
+        deps[f"{c}_truncated"] = [dg.TableColumnDep(EVENTS, c)]
+    return dg.TableColumnLineage(deps_by_column=deps)
+
+
+@dg.multi_asset(
+    name="propagation",
+    specs=[
+        dg.AssetSpec(
+            EVENTS,
+            deps=[OBSERVATIONS_STAGING, TRACES_STAGING],
+            group_name="events",
+            kinds={"clickhouse"},
+            description="One immutable row per observation with its trace's attributes; no joins or dedup "
+            "at read time. Appended every few minutes from committed staging rows.",
+        ),
+        dg.AssetSpec(
+            EVENTS_CORE,
+            deps=[EVENTS],
+            group_name="events",
+            kinds={"clickhouse"},
+            description="events with input/output/metadata truncated (flags say so), written by a "
+            "materialized view in the same insert. Dashboards and list views read this table.",
+        ),
+    ],
+    pool="propagation",
+)
+def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, clickhouse: ClickHouseResource):
+    settings = load_settings()
+    delay = settings.propagation_delay_seconds if config.delay_seconds is None else config.delay_seconds
+    with clickhouse.connect() as ch:
+        report = propagate(
+            ch,
+            delay_seconds=delay,
+            interval_seconds=settings.propagation_interval_seconds,
+            max_windows=config.max_windows,
+            run_id=context.run.run_id,
+            on_window=lambda w: context.log.info(
+                f"window {w.start:%H:%M:%S.%f}–{w.end:%H:%M:%S.%f}: {w.observations} observations, "
+                f"{w.repaired} repaired, {w.replaced} superseded rows removed"
+            ),
+        )
+        if not report.caught_up:
+            context.log.warning(f"{config.max_windows} windows done, more are due: the next run continues")
+        lag = None
+        if report.watermark is not None:
+            lag = (server_now(ch) - report.watermark).total_seconds()
+        run_metadata = {
+            "windows": len(report.windows),
+            "observations_propagated": report.observations,
+            "rows_repaired": report.repaired,
+            "superseded_rows_removed": report.replaced,
+            "watermark": report.watermark.isoformat() if report.watermark else "none",
+            "watermark_lag_seconds": lag,
+            "caught_up": report.caught_up,
+        }
+        yield dg.MaterializeResult(
+            asset_key=EVENTS,
+            metadata={
+                **table_metadata(ch, "events"),
+                **run_metadata,
+                "dagster/column_lineage": _events_lineage(),
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=EVENTS_CORE,
+            metadata={
+                **table_metadata(ch, "events_core"),
+                "truncated_to_chars": settings.core_truncate_chars,
+                "dagster/column_lineage": _core_lineage(),
+            },
+        )
+
+
+# --- checks: small functions (tests call them on broken data) wrapped as asset checks ---------------
+
+
+def duplicate_rows(ch: ClickHouse, table: str, db: str = DATABASE) -> int:
+    """Rows beyond one per observation in ``table`` (started in the last CHECK_DAYS days)."""
+    return query_scalar(
+        ch,
+        f"SELECT count() - uniqExact(project_id, id) FROM {db}.{table} "  # noqa: S608
+        f"WHERE start_time >= now64(6) - INTERVAL {CHECK_DAYS} DAY",
+    )
+
+
+def missing_from_events(ch: ClickHouse, db: str = DATABASE) -> int:
+    """Observations committed in staging before the watermark that have no row in events."""
+    mark = watermark(ch, db)
+    if mark is None:
+        return 0
+    return query_scalar(
+        ch,
+        f"SELECT count() FROM (SELECT DISTINCT project_id, id FROM {db}.observations_staging "  # noqa: S608
+        f"WHERE (source_key, load_id) IN (SELECT source_key, load_id FROM {db}.ingest_ledger "
+        "WHERE status = 'loaded' AND recorded_at < {mark:DateTime64(6, 'UTC')})) AS s "
+        f"WHERE (project_id, id) NOT IN (SELECT project_id, id FROM {db}.events)",
+        {"mark": mark},
+    )
+
+
+def truncation_violations(ch: ClickHouse, limit: int, db: str = DATABASE) -> int:
+    """events_core rows longer than the bound, or flagged wrongly, or not matching events row for row."""
+    over = query_scalar(
+        ch,
+        f"SELECT countIf(lengthUTF8(input) > {{n:UInt32}} OR lengthUTF8(output) > {{n:UInt32}} "  # noqa: S608
+        "OR arrayExists(v -> lengthUTF8(v) > {n:UInt32}, mapValues(metadata))) "
+        f"FROM {db}.events_core",
+        {"n": limit},
+    )
+    mismatched = query_scalar(
+        ch,
+        f"SELECT count() FROM {db}.events AS e "  # noqa: S608
+        f"LEFT ANTI JOIN {db}.events_core AS c "
+        "ON e.project_id = c.project_id AND e.id = c.id AND e.propagation_id = c.propagation_id",
+    )
+    flags = query_scalar(
+        ch,
+        f"SELECT count() FROM {db}.events AS e INNER JOIN {db}.events_core AS c "  # noqa: S608
+        "ON e.project_id = c.project_id AND e.id = c.id AND e.propagation_id = c.propagation_id "
+        "WHERE c.input_truncated != (lengthUTF8(e.input) > {n:UInt32}) "
+        "OR c.output_truncated != (lengthUTF8(e.output) > {n:UInt32}) "
+        "OR (NOT c.input_truncated AND c.input != e.input)",
+        {"n": limit},
+    )
+    extra = query_scalar(ch, f"SELECT count() FROM {db}.events_core") - query_scalar(  # noqa: S608
+        ch,
+        f"SELECT count() FROM {db}.events",  # noqa: S608
+    )
+    return over + mismatched + flags + abs(extra)
+
+
+@dg.asset_check(asset=EVENTS, description="Each observation has exactly one row (last 30 days).")
+def events_no_duplicate_ids(clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
+    with clickhouse.connect() as ch:
+        extra = {t: duplicate_rows(ch, t) for t in ("events", "events_core")}
+    return dg.AssetCheckResult(
+        passed=not any(extra.values()), metadata={f"{t}_extra_rows": n for t, n in extra.items()}
+    )
+
+
+@dg.asset_check(
+    asset=EVENTS, description="Every observation committed in staging before the watermark is in events."
+)
+def events_complete(clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
+    settings = load_settings()
+    with clickhouse.connect() as ch:
+        missing = missing_from_events(ch)
+        mark = watermark(ch)
+        behind = (server_now(ch) - mark).total_seconds() if mark else None
+    due = settings.propagation_delay_seconds + 3 * settings.propagation_interval_seconds
+    return dg.AssetCheckResult(
+        passed=missing == 0 and (behind is None or behind <= due),
+        metadata={
+            "missing_observations": missing,
+            "watermark_lag_seconds": behind,
+            "allowed_lag_seconds": due,
+        },
+    )
+
+
+@dg.asset_check(asset=EVENTS_CORE, description="Truncation bound respected; same rows as events.")
+def events_core_truncated(clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
+    limit = load_settings().core_truncate_chars
+    with clickhouse.connect() as ch:
+        violations = truncation_violations(ch, limit)
+    return dg.AssetCheckResult(
+        passed=violations == 0, metadata={"violations": violations, "bound_chars": limit}
+    )
+
+
+@dg.asset_check(
+    asset=EVENTS, description="Share of rows whose trace attributes are the latest known (target 100%)."
+)
+def trace_attributes_current(clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
+    with clickhouse.connect() as ch:
+        rows, current = trace_attribute_coverage(ch, server_now(ch) - timedelta(days=CHECK_DAYS))
+    coverage = current / rows if rows else 1.0
+    return dg.AssetCheckResult(
+        passed=current == rows,
+        metadata={"rows": rows, "current_rows": current, "coverage": dg.MetadataValue.float(coverage)},
+    )
+
+
+EVENTS_CHECKS = [events_no_duplicate_ids, events_complete, events_core_truncated, trace_attributes_current]
