@@ -65,3 +65,41 @@ def test_run_once_loads_the_shared_fixtures_and_exits_zero(env, s3):
     with open_clickhouse(None, env.chdb_path) as ch:
         assert query_scalar(ch, "SELECT count() FROM tracehouse.observations_staging") == 8
         assert query_scalar(ch, "SELECT count() FROM tracehouse.scores_staging") == 2
+
+
+def test_propagation_and_its_checks_run_in_dagster(env, s3):
+    from assets.events import EVENTS_CHECKS, propagation
+    from assets.staging import staging_tables
+    from orchestration.resources import build_resources
+
+    keys = [put(s3, env, minute_key("proj-1", "ingestion", "b.json"), INGESTION_V2.read_bytes())]
+    resources = build_resources()
+    loaded = dg.materialize(
+        [staging_tables],
+        resources=resources,
+        run_config={"ops": {"staging_tables": {"config": {"keys": keys}}}},
+    )
+    assert loaded.success
+    result = dg.materialize(
+        [propagation, *EVENTS_CHECKS],
+        resources=resources,
+        run_config={"ops": {"propagation": {"config": {"delay_seconds": 0}}}},
+    )
+    assert result.success
+    meta = {
+        m.materialization.asset_key.path[-1]: m.materialization.metadata
+        for m in result.get_asset_materialization_events()
+    }
+    assert meta["events"]["observations_propagated"].value == 3
+    assert meta["events"]["dagster/row_count"].value == 3
+    assert meta["events_core"]["dagster/row_count"].value == 3
+    lineage = meta["events"]["dagster/column_lineage"].value
+    assert dg.TableColumnDep(dg.AssetKey("traces_staging"), "user_id") in lineage.deps_by_column["user_id"]
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert set(checks) == {
+        "events_no_duplicate_ids",
+        "events_complete",
+        "events_core_truncated",
+        "trace_attributes_current",
+    }
+    assert all(c.passed for c in checks.values()), {n: c.metadata for n, c in checks.items() if not c.passed}
