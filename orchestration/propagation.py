@@ -11,9 +11,10 @@ One window, all heavy work inside ClickHouse:
    ``trace_attributes`` (argMax states: re-inserting a window changes nothing);
 2. record the keys it touches in ``propagation_keys``: observations with committed rows in the window, and
    ``repair`` keys — rows already in ``events`` whose trace attributes are now stale;
-3. ``INSERT ... SELECT`` one merged row per key (latest non-empty field wins; the existing events row is
-   the base for fields no staging row has), joined to the latest trace attributes; ``events_core`` is
-   filled by its materialized view in the same insert;
+3. ``INSERT ... SELECT`` one row per key, joined to the latest trace attributes: observations with one
+   version and no row yet (the common case) are projected as they are; the rest are merged (latest
+   non-empty field wins, the existing events row is the base for fields no staging row has).
+   ``events_core`` is filled by its materialized view in the same insert;
 4. delete the superseded rows of those keys from both tables. The current row of an observation is the one
    with the greatest ``(source_version, propagated_at, propagation_id)``, so a retry after a crash at any
    point, a manual re-run, or two runs racing all converge on exactly one row per observation.
@@ -270,7 +271,10 @@ def propagate_window(
             f"{db}.propagation_keys WHERE propagation_id = {{pid:String}} AND kind = 'observation')",
             window,
         )
-        ch.command(sql.insert_events(), params)
+        ch.command(sql.insert_existing_keys(), params)
+        ch.command(sql.insert_simple(), params)
+        if query_scalar(ch, sql.count_merge_keys(), params):
+            ch.command(sql.insert_merged(), params)
         result.replaced = _delete_superseded(ch, db, params)
     _log(ch, db, result, "done", run_id)
     ch.command(f"DELETE FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}}", window)  # noqa: S608
@@ -296,12 +300,18 @@ def _earliest_start(ch: ClickHouse, db: str, window: dict) -> datetime | None:
 
 
 def _delete_superseded(ch: ClickHouse, db: str, params: dict) -> int:
-    """Remove every row of the touched observations but the current one, from events and events_core."""
+    """Remove every row of the touched observations but the current one, from events and events_core.
+
+    events_core is only looked at when events had superseded rows: a retry after a crash between the two
+    cleanups inserts new current rows, so events has superseded rows again whenever events_core does.
+    """
     replaced = 0
     for table in ("events", "events_core"):
         losers = query_rows(ch, _statements(db).superseded(table), params)
         if table == "events":
             replaced = len(losers)
+            if not losers:
+                break
         for chunk in range(0, len(losers), 5000):
             part = losers[chunk : chunk + 5000]
             ch.command(

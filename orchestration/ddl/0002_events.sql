@@ -157,10 +157,11 @@ ORDER BY (window_end, recorded_at);
 CREATE TABLE IF NOT EXISTS {{ db }}.propagation_keys {{ on_cluster }}
 (
     propagation_id String,
-    kind Enum8('observation' = 1, 'trace' = 2, 'repair' = 3),
+    kind Enum8('observation' = 1, 'trace' = 2, 'repair' = 3, 'existing' = 4),
     project_id LowCardinality(String),
     trace_id String,
     id String,
+    versions UInt32 DEFAULT 0,
     created_at DateTime DEFAULT now()
 )
 ENGINE = {{ engine('MergeTree', 'propagation_keys') }}

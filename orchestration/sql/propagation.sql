@@ -72,13 +72,14 @@ GROUP BY project_id, trace_id
 
 {#- The observations and traces the window's committed loads touch. -#}
 {%- macro insert_window_keys() -%}
-INSERT INTO {{ db }}.propagation_keys (propagation_id, kind, project_id, trace_id, id)
-SELECT DISTINCT {pid:String}, 'observation', project_id, trace_id, id
+INSERT INTO {{ db }}.propagation_keys (propagation_id, kind, project_id, trace_id, id, versions)
+SELECT {pid:String}, 'observation', project_id, max(trace_id), id, count()
 FROM {{ db }}.observations_staging
 WHERE source_key IN ({{ committed_keys() }})
   AND (source_key, load_id) IN (SELECT source_key, load_id FROM ({{ committed() }}))
+GROUP BY project_id, id
 UNION ALL
-SELECT DISTINCT {pid:String}, 'trace', project_id, trace_id, ''
+SELECT DISTINCT {pid:String}, 'trace', project_id, trace_id, '', 0
 FROM (
     SELECT project_id, trace_id FROM {{ db }}.traces_staging
     WHERE source_key IN ({{ committed_keys() }})
@@ -107,9 +108,30 @@ WHERE e.start_time >= {lookup_from:DateTime64(6, 'UTC')}
   AND {{ trace_tuple('e.') }} != {{ latest_tuple() }}
 {%- endmacro %}
 
+{#- Touched observations that already have a row in events (late patches, repairs, retried windows). -#}
+{%- macro insert_existing_keys() -%}
+INSERT INTO {{ db }}.propagation_keys (propagation_id, kind, project_id, trace_id, id)
+SELECT DISTINCT {pid:String}, 'existing', project_id, trace_id, id FROM {{ db }}.events
+WHERE start_time >= {lookup_from:DateTime64(6, 'UTC')} AND (project_id, id) IN ({{ keys() }})
+{%- endmacro %}
+
 {%- macro existing() -%}
 SELECT * FROM {{ db }}.events
-WHERE start_time >= {lookup_from:DateTime64(6, 'UTC')} AND (project_id, id) IN ({{ keys() }})
+WHERE start_time >= {lookup_from:DateTime64(6, 'UTC')}
+  AND (project_id, id) IN (SELECT project_id, id FROM {{ db }}.propagation_keys
+                           WHERE propagation_id = {pid:String} AND kind = 'existing')
+{%- endmacro %}
+
+{#- The common case: one version in the window and no row yet. These need no merge. -#}
+{%- macro simple_keys() -%}
+SELECT project_id, id FROM {{ db }}.propagation_keys
+WHERE propagation_id = {pid:String} AND kind = 'observation' AND versions = 1
+  AND (project_id, id) NOT IN (SELECT project_id, id FROM {{ db }}.propagation_keys
+                               WHERE propagation_id = {pid:String} AND kind IN ('existing', 'repair'))
+{%- endmacro %}
+
+{%- macro count_merge_keys() -%}
+SELECT count() FROM ({{ keys() }}) WHERE (project_id, id) NOT IN ({{ simple_keys() }})
 {%- endmacro %}
 
 {%- macro staging_versions() -%}
@@ -123,39 +145,58 @@ INNER JOIN (
 ) AS c ON s.source_key = c.source_key AND s.load_id = c.load_id
 {%- endmacro %}
 
-{#- One merged row per touched observation, joined to its trace's latest attributes. The events_core view
-    runs in the same insert. -#}
-{%- macro insert_events() -%}
+{#- Rows for events from `merged` (one row per observation, fields named <field>_merged), joined to the
+    trace's latest attributes. The events_core view runs in the same insert. -#}
+{%- macro insert_rows(merged) -%}
 INSERT INTO {{ db }}.events ({{ event_columns | join(', ') }})
 SETTINGS parallel_view_processing = 1
 SELECT {{ select_list | join(',\n    ') }}
-FROM (
-    SELECT project_id, id,
-    {%- for f, is_set in merge_fields.items() %}
-        argMaxIf({{ f }}, (priority, event_ts, committed_at), {{ is_set }}) AS {{ f }}_merged,
-    {%- endfor %}
-        min(event_ts) AS first_event_ts, max(event_ts) AS last_event_ts, max(committed_at) AS committed_max
-    FROM (
-        -- versions committed in this window
-        {{ staging_versions() }}
-        WHERE s.source_key IN ({{ committed_keys() }}) AND (s.project_id, s.id) IN ({{ keys() }})
-        UNION ALL
-        -- earlier versions of observations that already have a row (late patches, repairs, retries)
-        {{ staging_versions() }}
-        WHERE s.id IN (SELECT id FROM ({{ existing() }}))
-          AND s.source_key NOT IN ({{ committed_keys() }})
-          AND (s.project_id, s.id) IN ({{ keys() }})
-        UNION ALL
-        -- the existing row: the base for any field no staging version sets
-        SELECT project_id, id,
-        {%- for f in observation_fields %} {{ f }},{% endfor %}
-            event_ts, 0, source_version
-        FROM ({{ existing() }})
-    )
-    GROUP BY project_id, id
-) AS m
+FROM ({{ merged }}) AS m
 LEFT JOIN ({{ latest_attributes(touched_traces()) }}) AS t
     ON m.project_id = t.project_id AND m.trace_id_merged = t.trace_id
+{%- endmacro %}
+
+{%- macro insert_simple() -%}
+{%- set merged -%}
+SELECT project_id, id,
+{%- for f in observation_fields %} {{ f }} AS {{ f }}_merged,{% endfor %}
+    event_ts AS first_event_ts, event_ts AS last_event_ts, committed_at AS committed_max
+FROM ({{ staging_versions() }}
+      WHERE s.source_key IN ({{ committed_keys() }}) AND (s.project_id, s.id) IN ({{ simple_keys() }}))
+{%- endset -%}
+{{ insert_rows(merged) }}
+{%- endmacro %}
+
+{#- Everything else: all versions of the observation (latest non-empty field wins), the existing row as the
+    base for fields no staging version sets. -#}
+{%- macro insert_merged() -%}
+{%- set merged -%}
+SELECT project_id, id,
+{%- for f, is_set in merge_fields.items() %}
+    argMaxIf({{ f }}, (priority, event_ts, committed_at), {{ is_set }}) AS {{ f }}_merged,
+{%- endfor %}
+    min(event_ts) AS first_event_ts, max(event_ts) AS last_event_ts, max(committed_at) AS committed_max
+FROM (
+    -- versions committed in this window
+    {{ staging_versions() }}
+    WHERE s.source_key IN ({{ committed_keys() }})
+      AND (s.project_id, s.id) IN ({{ keys() }}) AND (s.project_id, s.id) NOT IN ({{ simple_keys() }})
+    UNION ALL
+    -- earlier versions of observations that already have a row
+    {{ staging_versions() }}
+    WHERE s.id IN (SELECT id FROM {{ db }}.propagation_keys WHERE propagation_id = {pid:String} AND kind = 'existing')
+      AND s.source_key NOT IN ({{ committed_keys() }})
+      AND (s.project_id, s.id) IN ({{ keys() }})
+    UNION ALL
+    -- the existing row
+    SELECT project_id, id,
+    {%- for f in observation_fields %} {{ f }},{% endfor %}
+        event_ts, 0, source_version
+    FROM ({{ existing() }})
+)
+GROUP BY project_id, id
+{%- endset -%}
+{{ insert_rows(merged) }}
 {%- endmacro %}
 
 {#- Rows of the touched observations that are not the current one (greatest source_version, propagated_at,
