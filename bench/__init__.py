@@ -1,1 +1,1 @@
-"""tracehouse benchmarks (``tracehouse bench``): every stage measured on this machine, results in bench/results/."""
+"""tracehouse benchmarks (``tracehouse bench``): each stage measured on this machine, into bench/results/."""

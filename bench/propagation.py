@@ -38,7 +38,8 @@ def add_history(ch: ClickHouse, rows: int, db: str = DATABASE) -> None:
         INSERT INTO {db}.events (project_id, trace_id, id, type, name, start_time, end_time, level,
             environment, input, output, provided_model_name, usage_details, cost_details, total_cost,
             trace_name, user_id, session_id, tags, event_ts, source_version, propagated_at, propagation_id)
-        SELECT 'bench-' || toString(number % 4), 'h{salt}' || hex(intDiv(number, 10)), 'h{salt}' || hex(number),
+        SELECT 'bench-' || toString(number % 4), 'h{salt}' || hex(intDiv(number, 10)),
+            'h{salt}' || hex(number),
             ['SPAN', 'GENERATION', 'EVENT'][number % 3 + 1], 'step-' || toString(number % 20),
             now64(6) - toIntervalMillisecond(number * 2592000000 / {rows} + 86400000) AS st,
             st + toIntervalMillisecond(number % 5000), 'DEFAULT', 'production',
@@ -52,14 +53,15 @@ def add_history(ch: ClickHouse, rows: int, db: str = DATABASE) -> None:
 
 
 def add_window(ch: ClickHouse, rows: int, db: str = DATABASE, objects: int = 200) -> None:
-    """One window's committed loads: ``rows`` observations in ``objects`` raw objects, spans carry trace attributes."""
+    """One window of committed loads: ``rows`` observations in ``objects`` objects, trace attrs on spans."""
     load = uuid.uuid4().hex
     ch.command(
         f"""
         INSERT INTO {db}.observations_staging (project_id, trace_id, id, type, name, start_time, end_time,
             level, environment, input, output, provided_model_name, usage_details, cost_details, total_cost,
             trace_name, user_id, session_id, tags, is_update, source_format, source_key, load_id, event_ts)
-        SELECT 'bench-' || toString(number % 4), 'w{load[:8]}' || hex(intDiv(number, 10)), 'w{load[:8]}' || hex(number),
+        SELECT 'bench-' || toString(number % 4), 'w{load[:8]}' || hex(intDiv(number, 10)),
+            'w{load[:8]}' || hex(number),
             ['SPAN', 'GENERATION', 'EVENT'][number % 3 + 1], 'step-' || toString(number % 20),
             now64(6) - toIntervalMillisecond(number % 60000) AS st, st + toIntervalMillisecond(number % 5000),
             '', 'production', {_PAYLOAD}, {_PAYLOAD}, 'gpt-4o',
@@ -73,7 +75,8 @@ def add_window(ch: ClickHouse, rows: int, db: str = DATABASE, objects: int = 200
     ch.command(
         f"""
         INSERT INTO {db}.ingest_ledger (source_key, project_id, format, status, observations, load_id)
-        SELECT 'bench/{load}/' || toString(number), 'bench', 'otlp_json', 'loaded', {rows} / {objects}, '{load}'
+        SELECT 'bench/{load}/' || toString(number), 'bench', 'otlp_json', 'loaded', {rows} / {objects},
+            '{load}'
         FROM numbers({objects})
         """  # noqa: S608
     )
