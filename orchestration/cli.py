@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -171,6 +172,33 @@ def run_once(no_delay: bool) -> None:
             f"propagated={propagated.observations} repaired={propagated.repaired} "
             f"windows={len(propagated.windows)}{delay_note}"
         )
+
+
+@main.command()
+@click.argument("model")
+@click.option(
+    "--days", default=None, help="comma-separated YYYY-MM-DD days (incremental models); default all"
+)
+def replay(model: str, days: str | None) -> None:
+    """Blue/green rebuild of a derived table: build a shadow table from events, then swap it in."""
+    from datetime import date
+
+    from orchestration.clickhouse import open_clickhouse
+    from orchestration.models import load_models, rebuild
+    from orchestration.schema import apply_migrations
+
+    models = load_models()
+    if model not in models:
+        raise click.BadParameter(f"unknown model {model!r}; models: {', '.join(models)}", param_hint="MODEL")
+    selected = [date.fromisoformat(d) for d in days.split(",")] if days else None
+    settings = load_settings()
+    with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
+        apply_migrations(ch)
+        with console.status(f"rebuilding {model} into a shadow table"):
+            started = time.monotonic()
+            rows = rebuild(ch, models[model], selected)
+    console.print(f"{model}: {rows} rows, swapped in after {time.monotonic() - started:.1f}s")
+    print(f"replayed={model} rows={rows}")
 
 
 def _progress() -> Progress:

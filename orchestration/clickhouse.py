@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,6 +63,8 @@ def _settings_clause(settings: Mapping[str, Any] | None) -> str:
 def _quote(value: Any) -> str:
     if value is None:
         return "NULL"
+    if isinstance(value, date):  # dates and datetimes are quoted inside arrays, tuples and maps
+        value = format_param(value)
     if isinstance(value, str):
         return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return format_param(value)
@@ -86,6 +88,8 @@ def format_param(value: Any) -> str:
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
         return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
     if isinstance(value, tuple):
         return "(" + ",".join(_quote(v) for v in value) + ")"
     if isinstance(value, list | set | frozenset):

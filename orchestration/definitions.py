@@ -5,6 +5,13 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.events import EVENTS_CHECKS, propagation
+from assets.models import (
+    MODEL_ASSETS,
+    automation_sensor,
+    nightly_recent_days,
+    recent_days_job,
+    replay_job,
+)
 from assets.raw import raw_batches
 from assets.staging import StagingLoadConfig, staging_tables
 from orchestration.resources import build_resources
@@ -74,11 +81,18 @@ def _executor() -> dg.ExecutorDefinition:
 
 
 defs = dg.Definitions(
-    assets=[raw_batches, staging_tables, propagation],
+    assets=[raw_batches, staging_tables, propagation, *MODEL_ASSETS],
     asset_checks=EVENTS_CHECKS,
-    jobs=[load_raw_batches, reconcile_raw_bucket, propagate_events, check_events],
-    sensors=[raw_bucket_sensor],
-    schedules=[reconcile_schedule, propagation_schedule, check_events_schedule],
+    jobs=[
+        load_raw_batches,
+        reconcile_raw_bucket,
+        propagate_events,
+        check_events,
+        recent_days_job,
+        replay_job,
+    ],
+    sensors=[raw_bucket_sensor, automation_sensor],
+    schedules=[reconcile_schedule, propagation_schedule, check_events_schedule, nightly_recent_days],
     resources=build_resources(),
     executor=_executor(),
 )

@@ -1,0 +1,19 @@
+{{ config(
+    materialized='table',
+    order_by='(project_id, session_id)',
+    unique_key=['project_id', 'session_id'],
+    description='One row per session: traces, distinct users, first/last seen, total cost and tokens.',
+    owners=['team:data-platform'],
+) }}
+SELECT
+    project_id,
+    session_id,
+    count() AS traces,
+    uniqExact(user_id) AS users,
+    min(start_time) AS first_seen,
+    max(end_time) AS last_seen,
+    sum(total_cost) AS total_cost,
+    sum(total_tokens) AS total_tokens
+FROM {{ ref('trace_summaries') }}
+WHERE session_id != ''
+GROUP BY project_id, session_id

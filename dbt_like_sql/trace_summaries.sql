@@ -1,0 +1,36 @@
+{{ config(
+    materialized='table',
+    order_by='(project_id, start_time, trace_id)',
+    unique_key=['project_id', 'trace_id'],
+    description='One row per trace: name, user, session, start/end, latency, observation counts by type, '
+                'errors, total cost and tokens. Rebuilt whole and swapped in atomically.',
+    owners=['team:data-platform'],
+    reconcile={'observations': 'count()', 'total_cost': 'sum(ifNull(total_cost, 0))'},
+) }}
+SELECT
+    project_id, trace_id, name, user_id, session_id, environment,
+    first_start AS start_time,
+    last_end AS end_time,
+    dateDiff('millisecond', first_start, last_end) AS latency_ms,
+    observations, generations, spans, events, errors, total_cost, total_tokens
+FROM (
+    SELECT
+        project_id,
+        trace_id,
+        any(trace_name) AS name,
+        any(user_id) AS user_id,
+        any(session_id) AS session_id,
+        any(environment) AS environment,
+        min(start_time) AS first_start,
+        max(ifNull(end_time, start_time)) AS last_end,
+        count() AS observations,
+        countIf(type = 'GENERATION') AS generations,
+        countIf(type = 'SPAN') AS spans,
+        countIf(type = 'EVENT') AS events,
+        countIf(level = 'ERROR') AS errors,
+        sum(ifNull(total_cost, 0)) AS total_cost,
+        sum(if(mapContains(usage_details, 'total'), usage_details['total'],
+               usage_details['input'] + usage_details['output'])) AS total_tokens
+    FROM {{ source('events_core') }}
+    GROUP BY project_id, trace_id
+)

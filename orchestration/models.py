@@ -1,0 +1,313 @@
+"""The SQL models of ``dbt_like_sql/``: parse, render, build (per day or whole), replay, lineage, checks.
+
+Building never leaves a reader with an empty or doubled table:
+
+* ``incremental`` models build one day into a scratch table and ``REPLACE PARTITION`` it into the model,
+  so re-running a day replaces that day exactly;
+* ``table`` models and every replay build into ``<model>__shadow`` and ``EXCHANGE TABLES`` it with the
+  model, an atomic rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import sqlglot
+from sqlglot import exp
+from sqlglot.lineage import lineage
+
+from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
+from orchestration.propagation import EVENT_COLUMNS
+from orchestration.settings import DATABASE
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "dbt_like_sql"
+SOURCES = {
+    "events": list(EVENT_COLUMNS),
+    "events_core": [*EVENT_COLUMNS, "input_truncated", "output_truncated", "metadata_truncated"],
+}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    template: str
+    config: dict[str, Any]
+    refs: tuple[str, ...]
+    sources: tuple[str, ...]
+
+    @property
+    def materialized(self) -> str:
+        return self.config.get("materialized", "table")
+
+    @property
+    def incremental(self) -> bool:
+        return self.materialized == "incremental"
+
+    @property
+    def code_version(self) -> str:
+        return hashlib.sha256(self.template.encode()).hexdigest()[:16]
+
+    @property
+    def description(self) -> str:
+        return self.config.get("description", "")
+
+    @property
+    def unique_key(self) -> list[str]:
+        return list(self.config.get("unique_key", []))
+
+    @property
+    def not_null(self) -> list[str]:
+        """Key parts that must be set (defaults to the whole unique key)."""
+        return list(self.config.get("not_null", self.unique_key))
+
+    @property
+    def reconcile(self) -> dict[str, str]:
+        return dict(self.config.get("reconcile", {}))
+
+
+@dataclass
+class _Capture:
+    config: dict[str, Any] = field(default_factory=dict)
+    refs: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 (SQL)
+
+
+def _render(template: str, db: str, days: list[date] | None, capture: _Capture | None = None) -> str:
+    capture = capture or _Capture()
+
+    def config(**kwargs: Any) -> str:
+        capture.config.update(kwargs)
+        return ""
+
+    def ref(name: str) -> str:
+        capture.refs.append(name)
+        return f"{db}.{name}"
+
+    def source(name: str) -> str:
+        if name not in SOURCES:
+            raise ValueError(f"unknown source {name!r}; sources are {sorted(SOURCES)}")
+        capture.sources.append(name)
+        return f"{db}.{name}"
+
+    def partition_filter(column: str) -> str:
+        return f"toDate({column}) IN {{days:Array(Date)}}" if days is not None else "1 = 1"
+
+    return (
+        _environment()
+        .from_string(template)
+        .render(config=config, ref=ref, source=source, partition_filter=partition_filter)
+        .strip()
+    )
+
+
+def load_model(path: Path) -> Model:
+    template = path.read_text()
+    capture = _Capture()
+    _render(template, DATABASE, None, capture)
+    name = path.stem
+    if not _NAME.match(name):
+        raise ValueError(f"model file name {path.name} must be lowercase snake_case")
+    if capture.config.get("materialized", "table") not in ("table", "incremental"):
+        raise ValueError(f"{path.name}: materialized must be 'table' or 'incremental'")
+    return Model(name, template, capture.config, tuple(dict.fromkeys(capture.refs)), tuple(capture.sources))
+
+
+@cache
+def load_models(directory: Path = MODELS_DIR) -> dict[str, Model]:
+    """Every model, in dependency order (refs before the models that use them)."""
+    found = {m.name: m for m in (load_model(p) for p in sorted(directory.glob("*.sql")))}
+    ordered: dict[str, Model] = {}
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in ordered:
+            return
+        if name in path:
+            raise ValueError(f"models reference each other in a cycle: {' -> '.join((*path, name))}")
+        if name not in found:
+            raise ValueError(f"{path[-1]} refers to unknown model {name!r}")
+        for dep in found[name].refs:
+            visit(dep, (*path, name))
+        ordered[name] = found[name]
+
+    for name in found:
+        visit(name, ())
+    return ordered
+
+
+def select_sql(model: Model, db: str = DATABASE, days: list[date] | None = None) -> str:
+    """The model's SELECT; with ``days`` it reads only those days (parameter ``days``)."""
+    return _render(model.template, db, days)
+
+
+# --- lineage -----------------------------------------------------------------------------------------
+
+
+def output_columns(model: Model) -> list[str]:
+    parsed = sqlglot.parse_one(select_sql(model), dialect="clickhouse")
+    return [projection.alias_or_name for projection in parsed.selects]
+
+
+def column_lineage(model: Model, models: dict[str, Model]) -> dict[str, list[tuple[str, str]]]:
+    """For each output column: the (table, column) pairs of sources/models it is computed from."""
+    schema: dict[str, dict[str, str]] = {
+        name: dict.fromkeys(cols, "String") for name, cols in SOURCES.items()
+    }
+    for ref in model.refs:
+        schema[ref] = dict.fromkeys(output_columns(models[ref]), "String")
+    graph = lineage(None, select_sql(model), {DATABASE: schema}, dialect="clickhouse")
+    result: dict[str, list[tuple[str, str]]] = {}
+    for column, node in graph.items():
+        deps = set()
+        for leaf in node.walk():
+            if leaf.downstream or not isinstance(leaf.source, exp.Table):
+                continue
+            deps.add((leaf.source.name, leaf.name.split(".")[-1]))
+        result[column] = sorted(deps)
+    return result
+
+
+# --- building ----------------------------------------------------------------------------------------
+
+
+def _engine_clause(model: Model) -> str:
+    engine = model.config.get("engine", "MergeTree")
+    parts = [f"ENGINE = {engine}"]
+    if model.incremental:
+        parts.append(f"PARTITION BY {model.config.get('partition_by', 'day')}")
+    parts.append(f"ORDER BY {model.config.get('order_by', 'tuple()')}")
+    return " ".join(parts)
+
+
+def _create_empty(ch: ClickHouse, model: Model, table: str, db: str) -> None:
+    ch.command(
+        f"CREATE TABLE IF NOT EXISTS {db}.{table} {_engine_clause(model)} EMPTY AS {select_sql(model, db)}"
+    )
+
+
+def _exists(ch: ClickHouse, table: str, db: str) -> bool:
+    return bool(
+        query_scalar(
+            ch,
+            "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            {"db": db, "t": table},
+        )
+    )
+
+
+def build_day(ch: ClickHouse, model: Model, day: date, db: str = DATABASE) -> int:
+    """Rebuild one day of an incremental model; the day's partition is replaced atomically."""
+    if not model.incremental:
+        raise ValueError(f"{model.name} is not incremental")
+    _create_empty(ch, model, model.name, db)
+    scratch = f"{model.name}__day_{uuid.uuid4().hex[:12]}"
+    ch.command(f"CREATE TABLE {db}.{scratch} AS {db}.{model.name}")
+    try:
+        ch.command(f"INSERT INTO {db}.{scratch} {select_sql(model, db, [day])}", {"days": [day]})
+        rows = query_scalar(ch, f"SELECT count() FROM {db}.{scratch}")  # noqa: S608
+        # the partition id of a Date partition key is YYYYMMDD; `day` is a date object, not text from data
+        ch.command(f"ALTER TABLE {db}.{model.name} REPLACE PARTITION ID '{day:%Y%m%d}' FROM {db}.{scratch}")
+    finally:
+        ch.command(f"DROP TABLE IF EXISTS {db}.{scratch} SYNC")
+    return rows
+
+
+def rebuild(ch: ClickHouse, model: Model, days: list[date] | None = None, db: str = DATABASE) -> int:
+    """Build the model into a shadow table and swap it in atomically (replays, backfills, table builds).
+
+    With ``days`` (incremental models) only those days are computed anew; the other days are copied from
+    the current table, so a backfill of some days is as atomic as a full replay.
+    """
+    shadow = f"{model.name}__shadow_{uuid.uuid4().hex[:12]}"
+    ch.command(f"DROP TABLE IF EXISTS {db}.{shadow} SYNC")
+    _create_empty(ch, model, shadow, db)
+    if days is None or not model.incremental:
+        ch.command(f"INSERT INTO {db}.{shadow} {select_sql(model, db)}")
+    else:
+        ch.command(f"INSERT INTO {db}.{shadow} {select_sql(model, db, days)}", {"days": days})
+        if _exists(ch, model.name, db):
+            day_col = model.config.get("partition_by", "day")
+            ch.command(
+                f"INSERT INTO {db}.{shadow} SELECT * FROM {db}.{model.name} "  # noqa: S608
+                f"WHERE {day_col} NOT IN {{days:Array(Date)}}",
+                {"days": days},
+            )
+    rows = query_scalar(ch, f"SELECT count() FROM {db}.{shadow}")  # noqa: S608
+    if _exists(ch, model.name, db):
+        ch.command(f"EXCHANGE TABLES {db}.{shadow} AND {db}.{model.name}")
+        ch.command(f"DROP TABLE {db}.{shadow} SYNC")
+    else:
+        ch.command(f"RENAME TABLE {db}.{shadow} TO {db}.{model.name}")
+    return rows
+
+
+# --- checks ------------------------------------------------------------------------------------------
+
+
+def key_violations(ch: ClickHouse, model: Model, db: str = DATABASE) -> dict[str, int]:
+    """Rows with a null/empty key part, and rows beyond one per key."""
+    keys = model.unique_key
+    if not keys:
+        return {}
+    key_list = ", ".join(keys)
+    empty = " OR ".join(f"isNull({k}) OR toString({k}) = ''" for k in model.not_null) or "0"
+    row = query_rows(
+        ch,
+        f"SELECT countIf({empty}) AS empty_keys, count() - uniqExact({key_list}) AS duplicate_keys "  # noqa: S608
+        f"FROM {db}.{model.name}",
+    )[0]
+    return {"empty_keys": row["empty_keys"], "duplicate_keys": row["duplicate_keys"]}
+
+
+def reconcile(ch: ClickHouse, model: Model, db: str = DATABASE) -> list[dict[str, Any]]:
+    """Measures that differ between the model and events_core: per day for incremental models (the days the
+    model holds), over the whole table otherwise."""
+    if not model.reconcile:
+        return []
+    measures = list(model.reconcile.items())
+    model_side = ", ".join(f"toFloat64(sum({col})) AS m_{i}" for i, (col, _) in enumerate(measures))
+    source_side = ", ".join(f"toFloat64({expr}) AS s_{i}" for i, (_, expr) in enumerate(measures))
+    where = model.config.get("reconcile_where", "1 = 1")
+    if model.incremental:
+        day_col = model.config.get("partition_by", "day")
+        sql = (
+            f"SELECT d, {', '.join(f'm_{i}, s_{i}' for i in range(len(measures)))} FROM "  # noqa: S608
+            f"(SELECT {day_col} AS d, {model_side} FROM {db}.{model.name} GROUP BY d) AS m "
+            f"LEFT JOIN (SELECT toDate(start_time) AS d, {source_side} FROM {db}.events_core "
+            f"WHERE {where} AND toDate(start_time) IN (SELECT DISTINCT {day_col} FROM {db}.{model.name}) "
+            "GROUP BY d) AS s USING (d)"
+        )
+    else:
+        sql = (
+            f"SELECT 'all' AS d, * FROM (SELECT {model_side} FROM {db}.{model.name}) AS m "  # noqa: S608
+            f"CROSS JOIN (SELECT {source_side} FROM {db}.events_core WHERE {where}) AS s"
+        )
+    differences = []
+    for row in query_rows(ch, sql):
+        for i, (col, _expr) in enumerate(measures):
+            got, want = row[f"m_{i}"] or 0.0, row[f"s_{i}"] or 0.0
+            if abs(got - want) > 1e-6 * max(1.0, abs(want)):
+                differences.append({"day": str(row["d"]), "column": col, "model": got, "events_core": want})
+    return differences
+
+
+def days_in_events(ch: ClickHouse, since: date | None = None, db: str = DATABASE) -> list[date]:
+    rows = query_rows(
+        ch,
+        f"SELECT DISTINCT toDate(start_time) AS d FROM {db}.events_core "  # noqa: S608
+        "WHERE toDate(start_time) >= {since:Date} ORDER BY d",
+        {"since": since or date(1970, 1, 1)},
+    )
+    return [r["d"] for r in rows]
