@@ -66,7 +66,7 @@ def _core_lineage() -> dg.TableColumnLineage:
     specs=[
         dg.AssetSpec(
             EVENTS,
-            deps=[OBSERVATIONS_STAGING, TRACES_STAGING],
+            deps=[OBSERVATIONS_STAGING, TRACES_STAGING, dg.AssetKey("legacy_migration")],
             group_name="events",
             kinds={"clickhouse"},
             description="One immutable row per observation with its trace's attributes; no joins or dedup "

@@ -201,6 +201,75 @@ def replay(model: str, days: str | None) -> None:
     print(f"replayed={model} rows={rows}")
 
 
+def _generate_legacy(observations: int) -> None:
+    from orchestration.clickhouse import open_clickhouse
+    from orchestration.legacy import generate_legacy
+    from orchestration.schema import apply_migrations
+    from orchestration.settings import LEGACY_DATABASE
+
+    settings = load_settings()
+    with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
+        apply_migrations(ch)
+        with console.status(f"writing {observations:,} legacy observations"):
+            written = generate_legacy(ch, observations)
+    console.print(
+        f"legacy tables in {LEGACY_DATABASE}: {written['observations']:,} observations, "
+        f"{written['traces']:,} traces, with later versions, duplicates and deletions"
+    )
+
+
+@main.command()
+@click.option("--rows-per-part", default=500_000, show_default=True, help="legacy rows per frozen part")
+@click.option("--redo", is_flag=True, help="migrate every part again, even those already verified")
+def migrate(rows_per_part: int, redo: bool) -> None:
+    """Historic migration, headless: freeze the legacy tables into parts, migrate and verify each part."""
+    from orchestration.clickhouse import open_clickhouse
+    from orchestration.migration import done_parts, migrate_part, prepare
+    from orchestration.schema import apply_migrations
+
+    settings = load_settings()
+    results = []
+    with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
+        apply_migrations(ch)
+        with console.status("copying and freezing the legacy tables"):
+            found = prepare(ch, rows_per_part=rows_per_part)
+        skip = set() if redo else done_parts(ch)
+        todo = [p for p in found if p.name not in skip]
+        with _progress() as progress:
+            task = progress.add_task("migrating parts", total=len(found), completed=len(found) - len(todo))
+            for part in todo:
+                results.append(migrate_part(ch, part.name))
+                progress.advance(task)
+    table = Table(title="legacy parts → events")
+    for column in (
+        "parts",
+        "migrated now",
+        "skipped (done)",
+        "observations",
+        "superseded",
+        "failed",
+        "rows/s",
+    ):
+        table.add_column(column, justify="right")
+    seconds = sum(r.seconds for r in results)
+    observations = sum(r.observations for r in results)
+    failed = [r for r in results if not r.verified]
+    table.add_row(
+        str(len(found)), str(len(results)), str(len(found) - len(todo)), str(observations),
+        str(sum(r.superseded for r in results)), str(len(failed)),
+        f"{observations / seconds:,.0f}" if seconds else "-",
+    )  # fmt: skip
+    console.print(table)
+    print(f"parts={len(found)} migrated={len(results)} observations={observations} failed={len(failed)}")
+    for r in failed:
+        console.print(
+            f"[red]part {r.part} failed verification[/]: missing={r.missing} duplicates={r.duplicates} "
+            f"attributes_lost={r.attributes_lost}"
+        )
+    if failed:
+        raise SystemExit(1)
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -256,6 +325,13 @@ def _print_load_summary(report) -> None:
     help="ingestion batches send user/session in a second trace-create after the observations",
 )
 @click.option("--seed", type=int, default=None)
+@click.option(
+    "--legacy",
+    "legacy_observations",
+    type=int,
+    default=None,
+    help="instead of raw batches: fill the legacy V3 tables with this many observations (+ versions)",
+)
 def generate(
     objects: int,
     traces_per_object: int,
@@ -265,10 +341,15 @@ def generate(
     compress: bool,
     late_updates: bool,
     seed: int | None,
+    legacy_observations: int | None,
 ) -> None:
-    """Write synthetic raw batches of every format into the raw bucket."""
+    """Write synthetic raw batches of every format into the raw bucket (or legacy tables with --legacy)."""
     from orchestration.generate import generate as write
     from orchestration.local_s3 import s3_client
+
+    if legacy_observations is not None:
+        _generate_legacy(legacy_observations)
+        return
 
     with environment() as settings:
         with _progress() as progress:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.events import EVENTS_CHECKS, propagation
+from assets.migration import legacy_migration, legacy_snapshot, legacy_tables, migrate_legacy
 from assets.models import (
     MODEL_ASSETS,
     automation_sensor,
@@ -81,7 +82,15 @@ def _executor() -> dg.ExecutorDefinition:
 
 
 defs = dg.Definitions(
-    assets=[raw_batches, staging_tables, propagation, *MODEL_ASSETS],
+    assets=[
+        raw_batches,
+        staging_tables,
+        propagation,
+        *MODEL_ASSETS,
+        *legacy_tables,
+        legacy_snapshot,
+        legacy_migration,
+    ],
     asset_checks=EVENTS_CHECKS,
     jobs=[
         load_raw_batches,
@@ -90,6 +99,7 @@ defs = dg.Definitions(
         check_events,
         recent_days_job,
         replay_job,
+        migrate_legacy,
     ],
     sensors=[raw_bucket_sensor, automation_sensor],
     schedules=[reconcile_schedule, propagation_schedule, check_events_schedule, nightly_recent_days],

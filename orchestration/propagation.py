@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from typing import Any
 
 import jinja2
@@ -112,7 +111,7 @@ def _select_list() -> list[str]:
         "environment": "multiIf(m.environment_merged != '', m.environment_merged, "
         "t.environment != '', t.environment, 'default')",
         "event_ts": "m.last_event_ts",
-        "source_version": "greatest(m.committed_max, t.updated_at)",
+        "source_version": "__source_version__",  # see insert_rows in sql/propagation.sql
         "propagated_at": "now64(6)",
         "propagation_id": "{pid:String}",
         **{col: _attr(f) for col, f in EVENTS_TRACE_COLUMNS.items()},
@@ -121,11 +120,14 @@ def _select_list() -> list[str]:
 
 
 @functools.cache
-def _statements(db: str) -> Any:
-    """The macros of ``sql/propagation.sql`` bound to ``db`` and the column lists above."""
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 (SQL, not HTML)
-    text = resources.files("orchestration").joinpath("sql", "propagation.sql").read_text()
-    return env.from_string(text).make_module(
+def sql_module(name: str, db: str) -> Any:
+    """The macros of ``sql/<name>.sql`` bound to ``db`` and the column lists above (one per statement)."""
+    env = jinja2.Environment(  # noqa: S701 (SQL, not HTML)
+        loader=jinja2.PackageLoader("orchestration", "sql"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+    return env.get_template(f"{name}.sql").make_module(
         {
             "db": db,
             "trace_fields": [(n, t, cond.format(c=n)) for n, t, cond in TRACE_FIELDS],
@@ -138,6 +140,10 @@ def _statements(db: str) -> Any:
             "event_columns": EVENT_COLUMNS,
         }
     )
+
+
+def _statements(db: str) -> Any:
+    return sql_module("propagation", db)
 
 
 @dataclass
@@ -302,25 +308,18 @@ def _earliest_start(ch: ClickHouse, db: str, window: dict) -> datetime | None:
 def _delete_superseded(ch: ClickHouse, db: str, params: dict) -> int:
     """Remove every row of the touched observations but the current one, from events and events_core.
 
-    events_core is only looked at when events had superseded rows: a retry after a crash between the two
-    cleanups inserts new current rows, so events has superseded rows again whenever events_core does.
+    events_core is only cleaned when events had superseded rows: a retry after a crash between the two
+    deletes inserts new current rows, so events has superseded rows again whenever events_core does.
     """
-    replaced = 0
-    for table in ("events", "events_core"):
-        losers = query_rows(ch, _statements(db).superseded(table), params)
-        if table == "events":
-            replaced = len(losers)
-            if not losers:
-                break
-        for chunk in range(0, len(losers), 5000):
-            part = losers[chunk : chunk + 5000]
+    sql = _statements(db)
+    replaced = query_scalar(ch, f"SELECT count() FROM ({sql.superseded('events')})", params)  # noqa: S608
+    if replaced:
+        for table in ("events", "events_core"):
             ch.command(
-                f"DELETE FROM {db}.{table} WHERE start_time >= {{since:DateTime64(6, 'UTC')}} "  # noqa: S608
-                "AND (project_id, id, propagation_id) IN {rows:Array(Tuple(String, String, String))}",
-                {
-                    "since": min(_utc(r["start_time"]) for r in part),
-                    "rows": [(r["project_id"], r["id"], r["propagation_id"]) for r in part],
-                },
+                f"DELETE FROM {db}.{table} WHERE start_time >= {{lookup_from:DateTime64(6, 'UTC')}} "  # noqa: S608
+                f"AND (project_id, id, propagation_id) IN (SELECT project_id, id, propagation_id "
+                f"FROM ({sql.superseded(table)}))",
+                params,
             )
     return replaced
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DATABASE = "tracehouse"
+# The older deployment's tables the historic migration reads (same server, another database).
+LEGACY_DATABASE = os.environ.get("LEGACY_DATABASE") or "legacy"
 
 
 def _int(name: str, default: int) -> int:

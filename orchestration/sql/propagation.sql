@@ -147,10 +147,10 @@ INNER JOIN (
 
 {#- Rows for events from `merged` (one row per observation, fields named <field>_merged), joined to the
     trace's latest attributes. The events_core view runs in the same insert. -#}
-{%- macro insert_rows(merged) -%}
+{%- macro insert_rows(merged, source_version='greatest(m.committed_max, t.updated_at)') -%}
 INSERT INTO {{ db }}.events ({{ event_columns | join(', ') }})
 SETTINGS parallel_view_processing = 1
-SELECT {{ select_list | join(',\n    ') }}
+SELECT {{ select_list | join(',\n    ') | replace('__source_version__', source_version) }}
 FROM ({{ merged }}) AS m
 LEFT JOIN ({{ latest_attributes(touched_traces()) }}) AS t
     ON m.project_id = t.project_id AND m.trace_id_merged = t.trace_id
@@ -202,7 +202,7 @@ GROUP BY project_id, id
 {#- Rows of the touched observations that are not the current one (greatest source_version, propagated_at,
     propagation_id). -#}
 {%- macro superseded(table) -%}
-SELECT project_id, id, propagation_id, start_time FROM {{ db }}.{{ table }}
+SELECT project_id, id, propagation_id FROM {{ db }}.{{ table }}
 WHERE start_time >= {lookup_from:DateTime64(6, 'UTC')}
   AND (project_id, id) IN ({{ keys() }})
   AND (project_id, id, propagation_id) NOT IN (

@@ -1,0 +1,174 @@
+"""Historic migration: the legacy ReplacingMergeTree tables into ``events``, one frozen part at a time.
+
+``prepare`` copies the legacy tables into ``migration_observations`` / ``migration_traces``, partitioned by
+a hash of the trace id and merged to one part per partition, so a part holds every version of every
+observation of its traces (and its traces sit in the partition with the same id). Merges are then stopped:
+the part list is frozen and becomes the Dagster partitions. ``migrate_part`` reads exactly one part
+(``_part``), takes the latest version of each row inside it (no FINAL over the table), joins the latest
+trace attributes filtered to that part's traces, appends to ``events`` and removes superseded rows: re-running
+a part replaces its rows, and rows the live path already wrote win over older legacy versions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
+from orchestration.propagation import LOOKUP_SLACK, _delete_superseded, _utc, sql_module
+from orchestration.settings import DATABASE, LEGACY_DATABASE
+
+COPIES = {"observations": "migration_observations", "traces": "migration_traces"}
+_HASH = {"observations": "cityHash64(trace_id)", "traces": "cityHash64(id)"}
+_ORDER = {"observations": "(project_id, trace_id, id, event_ts)", "traces": "(project_id, id, event_ts)"}
+
+
+@dataclass
+class Part:
+    name: str
+    bucket: str
+    rows: int
+
+
+@dataclass
+class PartResult:
+    part: str
+    observations: int
+    superseded: int
+    missing: int
+    duplicates: int
+    attributes_lost: int
+    seconds: float
+
+    @property
+    def verified(self) -> bool:
+        return self.missing == 0 and self.duplicates == 0 and self.attributes_lost == 0
+
+
+def ensure_tables(ch: ClickHouse, db: str = DATABASE) -> None:
+    ch.command(
+        f"CREATE TABLE IF NOT EXISTS {db}.migration_state "
+        "(prepared_at DateTime64(6, 'UTC') DEFAULT now64(6), "
+        "buckets UInt32, source_rows UInt64) ENGINE = MergeTree ORDER BY prepared_at"
+    )
+    ch.command(
+        f"CREATE TABLE IF NOT EXISTS {db}.migration_log "
+        "(part String, observations UInt64, superseded UInt64, "
+        "verified Bool, seconds Float64, recorded_at DateTime64(6, 'UTC') DEFAULT now64(6)) "
+        "ENGINE = MergeTree ORDER BY (part, recorded_at)"
+    )
+
+
+def done_parts(ch: ClickHouse, db: str = DATABASE) -> set[str]:
+    """Parts whose latest attempt finished verified (the headless command skips them)."""
+    ensure_tables(ch, db)
+    rows = query_rows(
+        ch,
+        f"SELECT part FROM {db}.migration_log GROUP BY part HAVING argMax(verified, recorded_at)",  # noqa: S608
+    )
+    return {r["part"] for r in rows}
+
+
+def _prepared(ch: ClickHouse, db: str) -> bool:
+    return bool(query_scalar(ch, f"SELECT count() FROM {db}.migration_state"))  # noqa: S608
+
+
+def prepare(
+    ch: ClickHouse,
+    rows_per_part: int = 500_000,
+    db: str = DATABASE,
+    legacy: str = LEGACY_DATABASE,
+) -> list[Part]:
+    """Copy and freeze the legacy tables (once; a crashed preparation starts over) and list the parts."""
+    ensure_tables(ch, db)
+    if not _prepared(ch, db):
+        source_rows = query_scalar(ch, f"SELECT count() FROM {legacy}.observations")  # noqa: S608
+        buckets = max(1, math.ceil(source_rows / rows_per_part))
+        for source, copy in COPIES.items():
+            ch.command(f"DROP TABLE IF EXISTS {db}.{copy} SYNC")
+            ch.command(
+                f"CREATE TABLE {db}.{copy} ENGINE = MergeTree PARTITION BY {_HASH[source]} % {buckets} "  # noqa: S608
+                f"ORDER BY {_ORDER[source]} EMPTY AS SELECT * FROM {legacy}.{source}"
+            )
+            ch.command(
+                f"INSERT INTO {db}.{copy} SELECT * FROM {legacy}.{source} "  # noqa: S608
+                f"SETTINGS max_partitions_per_insert_block = {buckets + 1}"
+            )
+            ch.command(f"OPTIMIZE TABLE {db}.{copy} FINAL")  # one part per partition
+        ch.command(
+            f"INSERT INTO {db}.migration_state (buckets, source_rows) VALUES ({{b:UInt32}}, {{r:UInt64}})",  # noqa: S608
+            {"b": buckets, "r": source_rows},
+        )
+    for copy in COPIES.values():
+        ch.command(
+            f"SYSTEM STOP MERGES {db}.{copy}"
+        )  # frozen (one part per partition leaves nothing to merge)
+    return parts(ch, db)
+
+
+def parts(ch: ClickHouse, db: str = DATABASE) -> list[Part]:
+    rows = query_rows(
+        ch,
+        "SELECT name, partition_id, rows FROM system.parts WHERE database = {db:String} "
+        "AND table = 'migration_observations' AND active ORDER BY name",
+        {"db": db},
+    )
+    return [Part(r["name"], r["partition_id"], r["rows"]) for r in rows]
+
+
+def migrate_part(ch: ClickHouse, part: str, db: str = DATABASE) -> PartResult:
+    """Migrate one part; safe to repeat (rows of a previous attempt are superseded, not duplicated)."""
+    started = time.perf_counter()
+    found = {p.name: p for p in parts(ch, db)}
+    if part not in found:
+        raise ValueError(
+            f"part {part!r} is not an active part of {db}.migration_observations (was it re-prepared?)"
+        )
+    sql = sql_module("migration", db)
+    pid = f"legacy-{uuid.uuid4().hex}"
+    params: dict = {"part": part, "bucket": found[part].bucket, "pid": pid}
+    try:
+        ch.command(sql.insert_part_keys(), params)
+        earliest = query_scalar(
+            ch,
+            f"SELECT min(start_time) FROM {db}.migration_observations WHERE _part = {{part:String}}",  # noqa: S608
+            params,
+        )
+        params["lookup_from"] = _utc(earliest) - LOOKUP_SLACK if earliest else datetime(1970, 1, 1)
+        ch.command(sql.insert_trace_attributes(), params)
+        ch.command(sql.insert_part(), params)
+        superseded = _delete_superseded(ch, db, params)
+        check = query_rows(ch, sql.verify_part(), params)[0]
+        observations = query_scalar(
+            ch,
+            f"SELECT count() FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}} "  # noqa: S608
+            "AND kind = 'observation'",
+            params,
+        )
+    finally:
+        ch.command(f"DELETE FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}}", params)  # noqa: S608
+    result = PartResult(
+        part=part,
+        observations=observations,
+        superseded=superseded,
+        missing=check["missing"],
+        duplicates=check["duplicates"],
+        attributes_lost=check["attributes_lost"],
+        seconds=time.perf_counter() - started,
+    )
+    ensure_tables(ch, db)
+    ch.command(
+        f"INSERT INTO {db}.migration_log (part, observations, superseded, verified, seconds) VALUES "  # noqa: S608
+        "({part:String}, {n:UInt64}, {s:UInt64}, {v:Bool}, {t:Float64})",
+        {
+            "part": part,
+            "n": result.observations,
+            "s": result.superseded,
+            "v": result.verified,
+            "t": result.seconds,
+        },
+    )
+    return result
