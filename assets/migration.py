@@ -72,6 +72,7 @@ def legacy_migration(
     metadata = {
         "observations": result.observations,
         "superseded_rows_removed": result.superseded,
+        "live_rows_repaired": result.repaired,
         "missing": result.missing,
         "duplicates": result.duplicates,
         "attributes_lost": result.attributes_lost,

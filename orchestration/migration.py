@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
-from orchestration.propagation import LOOKUP_SLACK, _delete_superseded, _utc, sql_module
+from orchestration.propagation import LOOKUP_SLACK, _delete_superseded, _utc, repair_traces, sql_module
 from orchestration.settings import DATABASE, LEGACY_DATABASE
 
 COPIES = {"observations": "migration_observations", "traces": "migration_traces"}
@@ -38,6 +38,7 @@ class PartResult:
     part: str
     observations: int
     superseded: int
+    repaired: int
     missing: int
     duplicates: int
     attributes_lost: int
@@ -141,6 +142,8 @@ def migrate_part(ch: ClickHouse, part: str, db: str = DATABASE) -> PartResult:
         ch.command(sql.insert_trace_attributes(), params)
         ch.command(sql.insert_part(), params)
         superseded = _delete_superseded(ch, db, params)
+        # rows the live path wrote before these legacy trace attributes were known
+        repaired, _ = repair_traces(ch, pid, db)
         check = query_rows(ch, sql.verify_part(), params)[0]
         observations = query_scalar(
             ch,
@@ -154,6 +157,7 @@ def migrate_part(ch: ClickHouse, part: str, db: str = DATABASE) -> PartResult:
         part=part,
         observations=observations,
         superseded=superseded,
+        repaired=repaired,
         missing=check["missing"],
         duplicates=check["duplicates"],
         attributes_lost=check["attributes_lost"],

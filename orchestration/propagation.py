@@ -265,26 +265,52 @@ def propagate_window(
         "WHERE propagation_id = {pid:String} AND kind = 'observation'",
         window,
     )
-    earliest = _earliest_start(ch, db, window)
-    if earliest is not None:
-        lookup_from = earliest - LOOKUP_SLACK
-        params = {**window, "horizon": max(hi, horizon or hi), "lookup_from": lookup_from}
-        ch.command(sql.insert_repair_keys(), params)
-        result.repaired = query_scalar(
-            ch,
-            f"SELECT count() FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}} "  # noqa: S608
-            "AND kind = 'repair' AND (project_id, id) NOT IN (SELECT project_id, id FROM "
-            f"{db}.propagation_keys WHERE propagation_id = {{pid:String}} AND kind = 'observation')",
-            window,
-        )
-        ch.command(sql.insert_existing_keys(), params)
-        ch.command(sql.insert_simple(), params)
-        if query_scalar(ch, sql.count_merge_keys(), params):
-            ch.command(sql.insert_merged(), params)
-        result.replaced = _delete_superseded(ch, db, params)
+    result.repaired, result.replaced = _write_rows(ch, db, window, max(hi, horizon or hi))
     _log(ch, db, result, "done", run_id)
     ch.command(f"DELETE FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}}", window)  # noqa: S608
     return result
+
+
+def _write_rows(ch: ClickHouse, db: str, window: dict, horizon: datetime) -> tuple[int, int]:
+    """Steps 2-4 for the keys registered under ``window['pid']``: repairs, inserts, superseded rows.
+
+    Returns (rows repaired, superseded rows removed).
+    """
+    earliest = _earliest_start(ch, db, window)
+    if earliest is None:
+        return 0, 0
+    sql = _statements(db)
+    params = {**window, "horizon": horizon, "lookup_from": earliest - LOOKUP_SLACK}
+    ch.command(sql.insert_repair_keys(), params)
+    repaired = query_scalar(
+        ch,
+        f"SELECT count() FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}} "  # noqa: S608
+        "AND kind = 'repair' AND (project_id, id) NOT IN (SELECT project_id, id FROM "
+        f"{db}.propagation_keys WHERE propagation_id = {{pid:String}} AND kind = 'observation')",
+        params,
+    )
+    ch.command(sql.insert_existing_keys(), params)
+    ch.command(sql.insert_simple(), params)
+    if query_scalar(ch, sql.count_merge_keys(), params):
+        ch.command(sql.insert_merged(), params)
+    return repaired, _delete_superseded(ch, db, params)
+
+
+def repair_traces(ch: ClickHouse, traces_of: str, db: str = DATABASE) -> tuple[int, int]:
+    """Bring rows of the traces registered (kind 'trace') under propagation id ``traces_of`` up to date with
+    the latest trace attributes, e.g. after the migration added legacy trace attributes. No window loads."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    window = {"lo": epoch, "hi": epoch, "pid": uuid.uuid4().hex, "source": traces_of}
+    try:
+        ch.command(
+            f"INSERT INTO {db}.propagation_keys (propagation_id, kind, project_id, trace_id, id) "  # noqa: S608
+            f"SELECT {{pid:String}}, 'trace', project_id, trace_id, '' FROM {db}.propagation_keys "
+            "WHERE propagation_id = {source:String} AND kind = 'trace'",
+            window,
+        )
+        return _write_rows(ch, db, window, server_now(ch))
+    finally:
+        ch.command(f"DELETE FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}}", window)  # noqa: S608
 
 
 def _earliest_start(ch: ClickHouse, db: str, window: dict) -> datetime | None:
