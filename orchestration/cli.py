@@ -270,6 +270,43 @@ def migrate(rows_per_part: int, redo: bool) -> None:
         raise SystemExit(1)
 
 
+@main.command()
+@click.option(
+    "--scale", default=1.0, show_default=True, help="multiply every data size (0.05 for a smoke run)"
+)
+@click.option("--only", default=",".join(("ingest", "propagation", "reads", "migration")), show_default=True)
+@click.option(
+    "--results", type=click.Path(path_type=Path), default=None, help="where to write (bench/results)"
+)
+def bench(scale: float, only: str, results: Path | None) -> None:
+    """Measure every stage on the embedded defaults and write bench/results/latest.{json,md}."""
+    import tempfile
+
+    from bench.run import RESULTS, STAGES, markdown, run, write_results
+    from orchestration.clickhouse import open_clickhouse
+    from orchestration.local_s3 import s3_client
+
+    chosen = tuple(s for s in only.split(",") if s)
+    unknown = set(chosen) - set(STAGES)
+    if unknown:
+        raise click.BadParameter(
+            f"unknown stages {sorted(unknown)}; choose from {STAGES}", param_hint="--only"
+        )
+    # a throw-away home: the benchmark never touches the data of `tracehouse dev`
+    with tempfile.TemporaryDirectory(prefix="tracehouse-bench-") as home:
+        os.environ["TRACEHOUSE_HOME"] = home
+        os.environ.pop("S3_ENDPOINT_URL", None)
+        with environment() as settings, open_clickhouse(None, settings.chdb_path) as ch:
+            with console.status("benchmarking") as status:
+                result = run(
+                    ch, s3_client(settings.s3_endpoint_url), settings, scale, chosen,
+                    say=lambda m: (status.update(m), console.log(m)),
+                )  # fmt: skip
+    paths = write_results(result, results or RESULTS)
+    console.print(markdown(result))
+    console.print(f"written: {', '.join(str(p) for p in paths)}")
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),

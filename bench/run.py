@@ -1,0 +1,468 @@
+"""``tracehouse bench``: generate data, measure every stage on the embedded defaults, write bench/results/.
+
+Stages (``--only`` picks some): ``ingest`` (S3 → staging per format, and the ``url()`` floor),
+``propagation`` (window × history), ``reads`` (UI queries on events_core vs the legacy V3 tables),
+``migration`` (legacy parts → events, rows/s, with 1, 2 and 4 parts at once). Each stage also reports the
+peak RSS of this process (chDB runs in it) while the stage ran. Ratios measured in one run matter more than
+absolute figures on a shared machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import propagation as propagation_bench
+from orchestration.clickhouse import ClickHouse, query_scalar
+from orchestration.generate import generate
+from orchestration.legacy import generate_legacy
+from orchestration.loader import load_objects
+from orchestration.migration import migrate_part, prepare
+from orchestration.schema import apply_migrations
+from orchestration.settings import DATABASE, Settings
+
+STAGES = ("ingest", "propagation", "reads", "migration")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Report:
+    figures: dict[str, Any] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def peak_rss(report: Report, stage: str) -> Iterator[None]:
+    """Sample this process' RSS every 50 ms while a stage runs."""
+    process, peak, stop = psutil.Process(), [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        report.peak_rss_mb[stage] = round(peak[0] / 2**20, 1)
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - started
+
+
+# --- ingest ------------------------------------------------------------------------------------------
+
+_FLOOR_TABLE = """
+CREATE TABLE IF NOT EXISTS {db}.bench_floor (trace_id String, id String, parent_observation_id String,
+    name String, start_time DateTime64(6, 'UTC'), end_time DateTime64(6, 'UTC'), attributes String,
+    source_key String) ENGINE = MergeTree ORDER BY (source_key, trace_id, id)
+"""
+_FLOOR_INSERT = """
+INSERT INTO {db}.bench_floor
+SELECT JSONExtractString(span, 'traceId'), JSONExtractString(span, 'spanId'),
+       JSONExtractString(span, 'parentSpanId'), JSONExtractString(span, 'name'),
+       fromUnixTimestamp64Nano(toInt64(JSONExtractString(span, 'startTimeUnixNano'))),
+       fromUnixTimestamp64Nano(toInt64(JSONExtractString(span, 'endTimeUnixNano'))),
+       JSONExtractRaw(span, 'attributes'), _path
+FROM (
+    SELECT arrayJoin(arrayFlatten(arrayMap(rs -> arrayMap(ss -> JSONExtractArrayRaw(ss, 'spans'),
+               JSONExtractArrayRaw(rs, 'scopeSpans')), JSONExtractArrayRaw(raw, 'resourceSpans')))) AS span,
+           _path
+    FROM ({sources})
+)
+"""
+
+
+def _ingest(ch: ClickHouse, s3, settings: Settings, scale: float, report: Report) -> None:
+    objects = max(4, int(40 * scale))
+    figures = {}
+    for fmt in ("otlp_json", "otlp_proto", "ingestion"):
+        written = generate(
+            s3, settings.raw_bucket, settings.raw_prefix, objects=objects, traces_per_object=200,
+            projects=(f"bench-{fmt.replace('_', '-')}",), formats=(fmt,), compress=False, payload_bytes=2200,
+            late_updates=False, seed=1,
+        )  # fmt: skip
+        loaded, seconds = _timed(lambda w=written: load_objects(ch, s3, w.keys, settings, run_id="bench"))
+        rows = loaded.rows("observations")
+        assert loaded.count("quarantined") == 0, [o.reason for o in loaded.quarantined][:3]
+        figures[fmt] = {
+            "objects": written.objects,
+            "spans": rows,
+            "mb": round(written.bytes / 1e6, 1),
+            "seconds": round(seconds, 2),
+            "spans_per_s": round(rows / seconds),
+            "mb_per_s": round(written.bytes / 1e6 / seconds, 1),
+            "bytes_per_span": round(written.bytes / max(rows, 1)),
+        }
+        if fmt == "otlp_json":
+            figures["floor_otlp_json"] = _floor(ch, s3, settings, written.keys)
+            figures["floor_otlp_json"]["ratio_tracehouse_to_floor"] = round(
+                seconds / figures["floor_otlp_json"]["seconds"], 2
+            )
+    report.figures["ingest"] = figures
+
+
+def _floor(ch: ClickHouse, s3, settings: Settings, keys: list[str]) -> dict[str, Any]:
+    """A bare INSERT ... SELECT from the objects (url() over presigned URLs: no secret in SQL text)."""
+    ch.command(_FLOOR_TABLE.format(db=DATABASE))
+    ch.command(f"TRUNCATE TABLE {DATABASE}.bench_floor")
+    urls = [
+        s3.generate_presigned_url(
+            "get_object", Params={"Bucket": settings.raw_bucket, "Key": k}, ExpiresIn=3600
+        )
+        for k in keys
+    ]
+    sources = " UNION ALL ".join(
+        f"SELECT raw, _path FROM url({{u{i}:String}}, 'RawBLOB', 'raw String')"  # noqa: S608
+        for i in range(len(urls))
+    )
+    params = {f"u{i}": u for i, u in enumerate(urls)}
+    _, seconds = _timed(lambda: ch.command(_FLOOR_INSERT.format(db=DATABASE, sources=sources), params))
+    rows = query_scalar(ch, f"SELECT count() FROM {DATABASE}.bench_floor")  # noqa: S608
+    return {"spans": rows, "seconds": round(seconds, 2), "spans_per_s": round(rows / seconds)}
+
+
+# --- propagation -------------------------------------------------------------------------------------
+
+
+def _propagation(ch: ClickHouse, scale: float, report: Report, say: Callable[[str], None]) -> None:
+    windows = (int(100_000 * scale), int(1_000_000 * scale))
+    histories = (int(1_000_000 * scale), int(10_000_000 * scale))
+    ch.command(f"TRUNCATE TABLE {DATABASE}.events")
+    ch.command(f"TRUNCATE TABLE {DATABASE}.events_core")
+    figures = propagation_bench.run(ch, windows, histories, progress=say)
+    floor_rows = windows[-1]
+    propagation_bench.add_window(ch, floor_rows)  # the same rows again, copied with no merge and no join
+    _, floor_seconds = _timed(
+        lambda: ch.command(
+            f"INSERT INTO {DATABASE}.events (project_id, trace_id, id, type, name, start_time, input, "  # noqa: S608
+            "output, "
+            "usage_details, cost_details, total_cost, user_id, session_id, tags, event_ts, source_version, "
+            "propagated_at, propagation_id) SELECT project_id, trace_id, id, type, name, "
+            "ifNull(start_time, event_ts), input, output, usage_details, cost_details, total_cost, user_id, "
+            "session_id, tags, event_ts, event_ts, event_ts, 'floor' FROM "
+            f"(SELECT * FROM {DATABASE}.observations_staging ORDER BY ingested_at DESC LIMIT {floor_rows}) "
+            "SETTINGS parallel_view_processing = 1"
+        )
+    )
+    by_window: dict[int, list] = {}
+    for f in figures:
+        by_window.setdefault(f.window, []).append(f)
+    report.figures["propagation"] = {
+        "runs": [
+            {
+                "window": f.window,
+                "history": f.history,
+                "seconds": round(f.seconds, 2),
+                "obs_per_s": round(f.per_second),
+            }
+            for f in figures
+        ],
+        "history_x10_cost": {
+            str(w): round(fs[-1].seconds / fs[0].seconds, 2) for w, fs in by_window.items() if len(fs) > 1
+        },
+        "floor_insert_copy": {
+            "rows": floor_rows,
+            "seconds": round(floor_seconds, 2),
+            "rows_per_s": round(floor_rows / floor_seconds),
+        },
+    }
+
+
+# --- reads -------------------------------------------------------------------------------------------
+
+READS = {
+    "latest_50_in_24h": (
+        "SELECT id, name, type, start_time, trace_name, user_id FROM {db}.events_core "
+        "WHERE project_id = {{p:String}} AND start_time >= now64(6) - INTERVAL 1 DAY "
+        "ORDER BY start_time DESC LIMIT 50",
+        "SELECT o.id, o.name, o.type, o.start_time, t.name, t.user_id FROM "
+        "(SELECT * FROM {legacy}.observations FINAL WHERE project_id = {{p:String}} "
+        " AND start_time >= now64(3) - INTERVAL 1 DAY) AS o "
+        "LEFT JOIN (SELECT * FROM {legacy}.traces FINAL WHERE project_id = {{p:String}}) AS t "
+        "ON o.trace_id = t.id "
+        "ORDER BY o.start_time DESC LIMIT 50",
+    ),
+    "cost_per_user_30d": (
+        "SELECT user_id, sum(total_cost) AS cost FROM {db}.events_core WHERE project_id = {{p:String}} "
+        "AND start_time >= now64(6) - INTERVAL 30 DAY GROUP BY user_id ORDER BY cost DESC LIMIT 100",
+        "SELECT t.user_id, sum(o.total_cost) AS cost FROM "
+        "(SELECT trace_id, total_cost FROM {legacy}.observations FINAL WHERE project_id = {{p:String}} "
+        " AND start_time >= now64(3) - INTERVAL 30 DAY) AS o "
+        "INNER JOIN (SELECT id, user_id FROM {legacy}.traces FINAL WHERE project_id = {{p:String}}) AS t "
+        "ON o.trace_id = t.id GROUP BY t.user_id ORDER BY cost DESC LIMIT 100",
+    ),
+    "one_trace": (
+        "SELECT * FROM {db}.events_core WHERE project_id = {{p:String}} AND trace_id = {{t:String}} "
+        "ORDER BY start_time",
+        "SELECT o.*, t.name, t.user_id, t.session_id, t.tags FROM "
+        "(SELECT * FROM {legacy}.observations FINAL WHERE project_id = {{p:String}} "
+        " AND trace_id = {{t:String}}) AS o "
+        "LEFT JOIN (SELECT * FROM {legacy}.traces FINAL WHERE project_id = {{p:String}} "
+        " AND id = {{t:String}}) AS t "
+        "ON o.trace_id = t.id ORDER BY o.start_time",
+    ),
+    "filter_tag_user_session_7d": (
+        "SELECT count(), sum(total_cost) FROM {db}.events_core WHERE project_id = {{p:String}} "
+        "AND start_time >= now64(6) - INTERVAL 7 DAY AND has(tags, 'b') AND user_id = {{u:String}}",
+        "SELECT count(), sum(o.total_cost) FROM "
+        "(SELECT trace_id, total_cost FROM {legacy}.observations FINAL WHERE project_id = {{p:String}} "
+        " AND start_time >= now64(3) - INTERVAL 7 DAY) AS o "
+        "INNER JOIN (SELECT id FROM {legacy}.traces FINAL WHERE project_id = {{p:String}} AND has(tags, 'b') "
+        " AND user_id = {{u:String}}) AS t ON o.trace_id = t.id",
+    ),
+}
+
+_FILL_EVENTS = """
+INSERT INTO {db}.events (project_id, trace_id, id, parent_observation_id, type, name, start_time, end_time,
+    level, input, output, provided_model_name, usage_details, cost_details, total_cost, trace_name, user_id,
+    session_id, tags, release, event_ts, source_version, propagated_at, propagation_id)
+SELECT o.project_id, o.trace_id, o.id, ifNull(o.parent_observation_id, ''), o.type, o.name, o.start_time,
+    o.end_time, o.level, ifNull(o.input, ''), ifNull(o.output, ''), ifNull(o.provided_model_name, ''),
+    o.usage_details, o.cost_details, o.total_cost, t.name, ifNull(t.user_id, ''), ifNull(t.session_id, ''),
+    t.tags, ifNull(t.release, ''), o.event_ts, o.event_ts, o.event_ts, 'bench'
+FROM (SELECT * FROM {legacy}.observations FINAL) AS o
+LEFT JOIN (SELECT * FROM {legacy}.traces FINAL) AS t ON o.project_id = t.project_id AND o.trace_id = t.id
+SETTINGS parallel_view_processing = 1
+"""
+
+
+def _median_ms(ch: ClickHouse, sql: str, params: dict, runs: int = 5) -> float:
+    ch.query_arrow(sql, params)  # warm
+    return round(
+        statistics.median(_timed(lambda: ch.query_arrow(sql, params))[1] for _ in range(runs)) * 1000, 1
+    )
+
+
+def _reads(ch: ClickHouse, scale: float, report: Report, say: Callable[[str], None]) -> None:
+    legacy = "bench_legacy_reads"
+    observations = int(10_000_000 * scale)
+    say(f"legacy tables: {observations:,} observations")
+    ch.command(f"DROP DATABASE IF EXISTS {legacy} SYNC")
+    generate_legacy(ch, observations, per_trace=8, projects=4, db=legacy)
+    ch.command(f"TRUNCATE TABLE {DATABASE}.events")
+    ch.command(f"TRUNCATE TABLE {DATABASE}.events_core")
+    say("events_core with the same observations")
+    ch.command(_FILL_EVENTS.format(db=DATABASE, legacy=legacy))
+    rows = query_scalar(ch, f"SELECT count() FROM {DATABASE}.events_core")  # noqa: S608
+    sample = ch.query_arrow(
+        f"SELECT trace_id, user_id FROM {DATABASE}.events_core WHERE project_id = 'legacy-1' "  # noqa: S608
+        "AND user_id != '' AND has(tags, 'b') LIMIT 1"
+    ).to_pylist()[0]
+    params = {"p": "legacy-1", "t": sample["trace_id"], "u": sample["user_id"]}
+    figures: dict[str, Any] = {"observations": rows}
+    for name, (new, old) in READS.items():
+        say(f"read: {name}")
+        new_ms = _median_ms(ch, new.format(db=DATABASE), params)
+        old_ms = _median_ms(ch, old.format(legacy=legacy), params)
+        figures[name] = {
+            "events_core_ms": new_ms,
+            "legacy_v3_ms": old_ms,
+            "speedup": round(old_ms / new_ms, 1),
+        }
+    ch.command(f"DROP DATABASE IF EXISTS {legacy} SYNC")
+    report.figures["reads"] = figures
+
+
+# --- migration ---------------------------------------------------------------------------------------
+
+
+def _migration(ch: ClickHouse, scale: float, report: Report, say: Callable[[str], None]) -> None:
+    legacy = "bench_legacy_migration"
+    observations = int(2_000_000 * scale)
+    ch.command(f"DROP DATABASE IF EXISTS {legacy} SYNC")
+    generate_legacy(ch, observations, per_trace=8, projects=4, db=legacy)
+    source_rows = query_scalar(ch, f"SELECT count() FROM {legacy}.observations")  # noqa: S608
+    figures: dict[str, Any] = {"legacy_rows": source_rows, "observations": observations, "runs": []}
+    for concurrency in (1, 2, 4):
+        target = f"bench_migrate_{concurrency}"
+        ch.command(f"DROP DATABASE IF EXISTS {target} SYNC")
+        apply_migrations(ch, db=target)
+        found = prepare(ch, rows_per_part=max(50_000, source_rows // 12), db=target, legacy=legacy)
+        say(f"migration: {len(found)} parts, {concurrency} at a time")
+        with ThreadPoolExecutor(concurrency) as pool:
+            results, seconds = _timed(
+                lambda t=target, f=found, p=pool: list(p.map(lambda x: migrate_part(ch, x.name, t), f))
+            )
+        assert all(r.verified for r in results)
+        figures["runs"].append(
+            {
+                "concurrency": concurrency,
+                "parts": len(found),
+                "seconds": round(seconds, 2),
+                "legacy_rows_per_s": round(source_rows / seconds),
+                "per_part_rows_per_s_median": round(
+                    statistics.median(r.observations / r.seconds for r in results)
+                ),
+            }
+        )
+        ch.command(f"DROP DATABASE IF EXISTS {target} SYNC")
+    ch.command(f"DROP DATABASE IF EXISTS {legacy} SYNC")
+    report.figures["migration"] = figures
+
+
+# --- driver ------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from importlib.metadata import version
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "chdb": version("chdb"),
+        "dagster": version("dagster"),
+        "platform": platform.platform(),
+    }
+
+
+def run(
+    ch: ClickHouse,
+    s3,
+    settings: Settings,
+    scale: float = 1.0,
+    only: tuple[str, ...] = STAGES,
+    say: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    apply_migrations(ch)
+    report = Report()
+    started = time.perf_counter()
+    stages = {
+        "ingest": lambda: _ingest(ch, s3, settings, scale, report),
+        "propagation": lambda: _propagation(ch, scale, report, say),
+        "reads": lambda: _reads(ch, scale, report, say),
+        "migration": lambda: _migration(ch, scale, report, say),
+    }
+    for stage in STAGES:
+        if stage in only:
+            say(f"stage: {stage}")
+            with peak_rss(report, stage):
+                stages[stage]()
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "scale": scale,
+        "machine": {**machine(), "clickhouse": query_scalar(ch, "SELECT version()")},
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "figures": report.figures,
+        "peak_rss_mb": report.peak_rss_mb,
+    }
+
+
+def write_results(result: dict[str, Any], directory: Path = RESULTS) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = directory / "latest.json", directory / "latest.md"
+    json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    md_path.write_text(markdown(result))
+    return json_path, md_path
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m, f = result["machine"], result["figures"]
+    lines = [
+        f"# tracehouse bench — {result['date']} (scale {result['scale']})",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; Python {m['python']}, "
+        f"chDB {m['chdb']} "
+        f"(ClickHouse {m['clickhouse']}), Dagster {m['dagster']}. Total {result['total_seconds']} s.",
+        "",
+    ]
+    if "ingest" in f:
+        lines += [
+            "## Ingest: S3 → staging",
+            "",
+            "| format | spans | MB | s | spans/s | MB/s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for fmt in ("otlp_json", "otlp_proto", "ingestion"):
+            r = f["ingest"][fmt]
+            lines.append(
+                f"| {fmt} | {r['spans']} | {r['mb']} | {r['seconds']} | {r['spans_per_s']} | "
+                f"{r['mb_per_s']} |"
+            )
+        fl = f["ingest"]["floor_otlp_json"]
+        lines += [
+            "",
+            "Floor (bare `INSERT … SELECT FROM url()` of the same OTLP JSON objects, ids/times/raw "
+            f"attributes only): {fl['spans_per_s']} spans/s; tracehouse takes "
+            f"{fl['ratio_tracehouse_to_floor']}× the floor's time.",
+            "",
+        ]
+    if "propagation" in f:
+        p = f["propagation"]
+        lines += ["## Propagation", "", "| window | history | s | observations/s |", "|---|---|---|---|"]
+        lines += [
+            f"| {r['window']} | {r['history']} | {r['seconds']} | {r['obs_per_s']} |" for r in p["runs"]
+        ]
+        fl = p["floor_insert_copy"]
+        lines += [
+            "",
+            f"History ×10 costs per window (time ratio): {p['history_x10_cost']}. Floor: copying "
+            f"{fl['rows']} staging rows into events (with the events_core view, no merge, no join): "
+            f"{fl['rows_per_s']} rows/s.",
+            "",
+        ]
+    if "reads" in f:
+        r = f["reads"]
+        lines += [
+            f"## Reads at {r['observations']} observations",
+            "",
+            "| query | events_core ms | legacy V3 (FINAL + join) ms | speed-up |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {v['events_core_ms']} | {v['legacy_v3_ms']} | {v['speedup']}× |"
+            for name, v in r.items()
+            if isinstance(v, dict)
+        ]
+        lines.append("")
+    if "migration" in f:
+        mg = f["migration"]
+        lines += [
+            f"## Migration of {mg['legacy_rows']} legacy rows ({mg['observations']} observations)",
+            "",
+            "| parts at once | parts | s | legacy rows/s | median per part rows/s |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['concurrency']} | {r['parts']} | {r['seconds']} | {r['legacy_rows_per_s']} | "
+            f"{r['per_part_rows_per_s_median']} |"
+            for r in mg["runs"]
+        ]
+        lines.append("")
+    lines += [
+        "## Peak RSS per stage (MB)",
+        "",
+        *[f"- {k}: {v}" for k, v in result["peak_rss_mb"].items()],
+        "",
+    ]
+    return "\n".join(lines)
