@@ -133,14 +133,31 @@ def _json_value(v: Any) -> Any:
         return v
     for key in _JSON_VALUE_KEYS:
         if key in v:
-            return int(v[key]) if key == "intValue" else v[key]
+            return _int_value(v[key]) if key == "intValue" else v[key]
     if "arrayValue" in v:
-        return [_json_value(x) for x in (v["arrayValue"] or {}).get("values", [])]
+        return [_json_value(x) for x in _values_of(v["arrayValue"])]
     if "kvlistValue" in v:
-        return _json_attrs((v["kvlistValue"] or {}).get("values", []))
+        return _json_attrs(_values_of(v["kvlistValue"]))
     if "bytesValue" in v:
         return v["bytesValue"]
     return None
+
+
+def _int_value(raw: Any) -> int:
+    """OTLP/JSON carries 64-bit integers as strings (or numbers)."""
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise BadObject(f"intValue has type {type(raw).__name__}")
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadObject(f"intValue is not an integer: {str(raw)[:40]!r}") from None
+
+
+def _values_of(container: Any) -> list:
+    values = (container or {}).get("values", []) if isinstance(container, dict) else None
+    if not isinstance(values, list):
+        raise BadObject("arrayValue/kvlistValue must hold a values list")
+    return values
 
 
 def _json_attrs(attrs: Any) -> dict[str, Any]:
@@ -183,6 +200,23 @@ def _json_documents(data: bytes) -> list[Any]:
             raise BadObject(f"invalid JSON: {exc}") from None
 
 
+def _obj(value: Any, what: str) -> dict:
+    """An OTLP/JSON object field: absent/null is empty, anything but an object is a bad batch."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadObject(f"{what} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, what: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadObject(f"{what} must be a list, got {type(value).__name__}")
+    return value
+
+
 def spans_from_json(data: bytes) -> Iterator[Span]:
     for doc in _json_documents(data):
         if not isinstance(doc, dict) or not isinstance(doc.get("resourceSpans", []), list):
@@ -190,28 +224,25 @@ def spans_from_json(data: bytes) -> Iterator[Span]:
         if "resourceSpans" not in doc:
             raise BadObject("OTLP JSON has no resourceSpans")
         for rs in doc["resourceSpans"]:
-            if not isinstance(rs, dict):
-                raise BadObject("resourceSpans entries must be objects")
+            rs = _obj(rs, "a resourceSpans entry")
             resource = {
                 f"resource.{k}": v
-                for k, v in _json_attrs((rs.get("resource") or {}).get("attributes")).items()
+                for k, v in _json_attrs(_obj(rs.get("resource"), "resource").get("attributes")).items()
             }
-            for ss in rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []:
-                scope = ss.get("scope") or ss.get("instrumentationLibrary") or {}
+            scopes = rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans")
+            for ss in _list(scopes, "scopeSpans"):
+                ss = _obj(ss, "a scopeSpans entry")
+                scope = _obj(ss.get("scope") or ss.get("instrumentationLibrary"), "scope")
                 context = dict(resource)
                 for key in ("name", "version"):
                     if scope.get(key):
                         context[f"scope.{key}"] = scope[key]
                 context.update({f"scope.{k}": v for k, v in _json_attrs(scope.get("attributes")).items()})
-                spans = ss.get("spans") or []
-                if not isinstance(spans, list):
-                    raise BadObject("spans must be a list")
-                for s in spans:
-                    if not isinstance(s, dict):
-                        raise BadObject("span must be an object")
+                for s in _list(ss.get("spans"), "spans"):
+                    s = _obj(s, "span")
                     if not s.get("traceId") or not s.get("spanId"):
                         raise BadObject("span without traceId or spanId")
-                    status = s.get("status") or {}
+                    status = _obj(s.get("status"), "span status")
                     parent = s.get("parentSpanId") or ""
                     yield Span(
                         trace_id=hex_id(s["traceId"], 16, "traceId"),
@@ -230,7 +261,7 @@ def spans_from_json(data: bytes) -> Iterator[Span]:
                                 "time_unix_nano": e.get("timeUnixNano"),
                                 "attributes": _json_attrs(e.get("attributes")),
                             }
-                            for e in s.get("events") or []
+                            for e in (_obj(e, "span event") for e in _list(s.get("events"), "span events"))
                         ],
                         context=context,
                     )
