@@ -93,10 +93,11 @@ event_types = st.one_of(
 def ingestion_batches(draw) -> bytes:
     events = []
     for _ in range(draw(st.integers(1, 6)) if draw(_mostly) else 0):
-        body = draw(st.dictionaries(st.sampled_from(
+        fields = st.sampled_from(
             ["id", "traceId", "name", "startTime", "endTime", "input", "output", "metadata", "usage", "userId",
              "sessionId", "tags", "level", "model", "value", "observationId", "public", "costDetails"]
-        ), st.one_of(json_values, ids, timestamps), max_size=10))  # fmt: skip
+        )  # fmt: skip
+        body = draw(st.dictionaries(fields, st.one_of(json_values, ids, timestamps), max_size=10))
         events.append(
             {"id": draw(ids), "type": draw(event_types), "timestamp": draw(timestamps), "body": body}
         )
