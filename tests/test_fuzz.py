@@ -89,14 +89,17 @@ event_types = st.one_of(
 ).filter(bool)  # fmt: skip
 
 
+BODY_FIELDS = [
+    "id", "traceId", "name", "startTime", "endTime", "input", "output", "metadata", "usage", "userId",
+    "sessionId", "tags", "level", "model", "value", "observationId", "public", "costDetails",
+]  # fmt: skip
+
+
 @st.composite
 def ingestion_batches(draw) -> bytes:
     events = []
     for _ in range(draw(st.integers(1, 6)) if draw(_mostly) else 0):
-        fields = st.sampled_from(
-            ["id", "traceId", "name", "startTime", "endTime", "input", "output", "metadata", "usage", "userId",
-             "sessionId", "tags", "level", "model", "value", "observationId", "public", "costDetails"]
-        )  # fmt: skip
+        fields = st.sampled_from(BODY_FIELDS)
         body = draw(st.dictionaries(fields, st.one_of(json_values, ids, timestamps), max_size=10))
         events.append(
             {"id": draw(ids), "type": draw(event_types), "timestamp": draw(timestamps), "body": body}
