@@ -90,14 +90,8 @@ def dev(port: int, demo: bool, demo_interval: float) -> None:
         stop = threading.Event()
         if demo:
             threading.Thread(target=_demo_loop, args=(settings, demo_interval, stop), daemon=True).start()
-        target = (
-            ["-w", "workspace.yaml"]
-            if Path("workspace.yaml").exists()
-            else ["-m", "orchestration.definitions"]
-        )
-        dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
         console.print(f"[bold green]tracehouse[/] UI on http://127.0.0.1:{port}  (data in {settings.home})")
-        process = subprocess.Popen([dagster, "dev", *target, "-h", "127.0.0.1", "-p", str(port)])
+        process = subprocess.Popen(dagster_dev_command(port))
         signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops Dagster and SeaweedFS too
         try:
             process.wait()
@@ -109,6 +103,15 @@ def dev(port: int, demo: bool, demo_interval: float) -> None:
                 process.kill()
         finally:
             stop.set()
+
+
+def dagster_dev_command(port: int) -> list[str]:
+    """``dagster dev`` on this code location, the webserver bound to loopback only."""
+    target = (
+        ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else ["-m", "orchestration.definitions"]
+    )
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
+    return [dagster, "dev", *target, "-h", "127.0.0.1", "-p", str(port)]
 
 
 def _raise_interrupt(_signum, _frame) -> None:
