@@ -95,8 +95,12 @@ def test_projects_never_mix_in_events_or_derived_tables(env, s3, ch):
     rebuild(ch, models["session_summaries"])
     for day in days_in_events(ch):
         build_day(ch, models["usage_daily"], day)
-    measure = {"events": "count()", "trace_summaries": "sum(observations)", "session_summaries": "sum(traces)",
-               "usage_daily": "sum(observations)"}  # fmt: skip
+    measure = {
+        "events": "count()",
+        "trace_summaries": "sum(observations)",
+        "session_summaries": "sum(traces)",
+        "usage_daily": "sum(observations)",
+    }
     per_project = {
         t: f"SELECT project_id, {m} AS n FROM {DB}.{t} GROUP BY project_id" for t, m in measure.items()
     }
