@@ -82,6 +82,7 @@ def _core_lineage() -> dg.TableColumnLineage:
         ),
     ],
     pool="propagation",
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL),
 )
 def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, clickhouse: ClickHouseResource):
     settings = load_settings()

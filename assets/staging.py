@@ -90,6 +90,8 @@ def _quarantine_table(report: LoadReport) -> dg.MetadataValue:
         )
     ],
     pool="clickhouse",
+    # S3 or ClickHouse briefly away: retry the whole load (the ledger makes that safe)
+    retry_policy=dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL),
 )
 def staging_tables(
     context: dg.AssetExecutionContext,

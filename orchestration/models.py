@@ -224,14 +224,26 @@ def build_day(ch: ClickHouse, model: Model, day: date, db: str = DATABASE) -> in
     return rows
 
 
+def _drop_leftovers(ch: ClickHouse, model: Model, db: str) -> None:
+    """Shadow and scratch tables a killed build left behind (builds of one model never overlap: its pool)."""
+    rows = query_rows(
+        ch,
+        "SELECT name FROM system.tables WHERE database = {db:String} "
+        "AND (startsWith(name, {shadow:String}) OR startsWith(name, {day:String}))",
+        {"db": db, "shadow": f"{model.name}__shadow_", "day": f"{model.name}__day_"},
+    )
+    for row in rows:
+        ch.command(f"DROP TABLE IF EXISTS {db}.`{row['name']}` SYNC")
+
+
 def rebuild(ch: ClickHouse, model: Model, days: list[date] | None = None, db: str = DATABASE) -> int:
     """Build the model into a shadow table and swap it in atomically (replays, backfills, table builds).
 
     With ``days`` (incremental models) only those days are computed anew; the other days are copied from
     the current table, so a backfill of some days is as atomic as a full replay.
     """
+    _drop_leftovers(ch, model, db)
     shadow = f"{model.name}__shadow_{uuid.uuid4().hex[:12]}"
-    ch.command(f"DROP TABLE IF EXISTS {db}.{shadow} SYNC")
     _create_empty(ch, model, shadow, db)
     if days is None or not model.incremental:
         ch.command(f"INSERT INTO {db}.{shadow} {select_sql(model, db)}")

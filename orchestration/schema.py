@@ -8,6 +8,7 @@ statement and the bookkeeping row simply re-runs the migration. The same files r
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -46,7 +47,7 @@ def render(template: str, db: str = DATABASE, cluster: str | None = None, **extr
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 (SQL, not HTML)
     text = env.from_string(template).render(
-        db=db, on_cluster=f"ON CLUSTER {cluster}" if cluster else "", engine=engine, **extra
+        db=db, cluster=cluster, on_cluster=f"ON CLUSTER {cluster}" if cluster else "", engine=engine, **extra
     )
     text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
     return [stmt.strip() for stmt in re.split(r";\s*\n", text + "\n") if stmt.strip()]
@@ -63,20 +64,37 @@ def _template_values() -> dict[str, object]:
     }
 
 
-def apply_migrations(ch: ClickHouse, db: str = DATABASE) -> list[int]:
-    """Apply pending migrations in order; returns the versions applied now."""
-    ch.command(f"CREATE DATABASE IF NOT EXISTS {db}")
-    ch.command(
-        f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
-        "(version UInt32, name String, applied_at DateTime64(6, 'UTC') DEFAULT now64(6)) "
-        "ENGINE = MergeTree ORDER BY version"
-    )
+_BOOKKEEPING = """
+CREATE DATABASE IF NOT EXISTS {{ db }} {{ on_cluster }};
+CREATE TABLE IF NOT EXISTS {{ db }}.schema_migrations {{ on_cluster }}
+(version UInt32, name String, applied_at DateTime64(6, 'UTC') DEFAULT now64(6))
+ENGINE = {{ engine('MergeTree', 'schema_migrations') }} ORDER BY version;
+"""
+
+
+def render_all(db: str = DATABASE, cluster: str | None = None) -> list[str]:
+    """Every statement of the schema, in order (what ``apply_migrations`` runs on an empty server)."""
+    statements = render(_BOOKKEEPING, db, cluster)
+    for migration in load_migrations():
+        statements += render(migration.template, db, cluster, **_template_values())
+    return statements
+
+
+def apply_migrations(ch: ClickHouse, db: str = DATABASE, cluster: str | None = None) -> list[int]:
+    """Apply pending migrations in order; returns the versions applied now.
+
+    ``cluster`` (default: CLICKHOUSE_CLUSTER) renders every statement ``ON CLUSTER`` with Replicated
+    engines, plus Distributed tables for reads.
+    """
+    cluster = cluster if cluster is not None else os.environ.get("CLICKHOUSE_CLUSTER") or None
+    for statement in render(_BOOKKEEPING, db, cluster):
+        ch.command(statement)
     done = {row["version"] for row in query_rows(ch, f"SELECT DISTINCT version FROM {db}.schema_migrations")}  # noqa: S608
     applied = []
     for migration in load_migrations():
         if migration.version in done:
             continue
-        for statement in render(migration.template, db=db, **_template_values()):
+        for statement in render(migration.template, db=db, cluster=cluster, **_template_values()):
             ch.command(statement)
         ch.command(
             f"INSERT INTO {db}.schema_migrations (version, name) VALUES ({{v:UInt32}}, {{n:String}})",  # noqa: S608

@@ -167,3 +167,12 @@ CREATE TABLE IF NOT EXISTS {{ db }}.propagation_keys {{ on_cluster }}
 ENGINE = {{ engine('MergeTree', 'propagation_keys') }}
 ORDER BY (propagation_id, kind, project_id, id)
 TTL created_at + INTERVAL 1 DAY;
+
+{% if cluster -%}
+-- Cluster mode: reads go through Distributed tables over the replicated local ones (shard by project).
+CREATE TABLE IF NOT EXISTS {{ db }}.events_distributed {{ on_cluster }} AS {{ db }}.events
+ENGINE = Distributed({{ cluster }}, {{ db }}, events, cityHash64(project_id));
+
+CREATE TABLE IF NOT EXISTS {{ db }}.events_core_distributed {{ on_cluster }} AS {{ db }}.events_core
+ENGINE = Distributed({{ cluster }}, {{ db }}, events_core, cityHash64(project_id));
+{%- endif %}

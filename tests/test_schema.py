@@ -1,0 +1,43 @@
+"""Versioned DDL: idempotent on one node, and a cluster form (ON CLUSTER, Replicated engines, Distributed
+reads) rendered from the same files that ClickHouse's own parser and sqlglot accept."""
+
+import re
+
+import sqlglot
+from sqlglot import exp
+
+from orchestration.clickhouse import open_clickhouse, query_rows, query_scalar
+from orchestration.schema import apply_migrations, load_migrations, render_all
+
+
+def test_migrations_apply_once_and_are_recorded(tmp_path):
+    with open_clickhouse(None, tmp_path / "ch") as ch:
+        applied = apply_migrations(ch)
+        assert applied == [m.version for m in load_migrations()] and len(applied) >= 2
+        assert apply_migrations(ch) == []  # start-up on an up-to-date schema changes nothing
+        assert query_scalar(ch, "SELECT count() FROM tracehouse.schema_migrations") == len(applied)
+
+
+def test_cluster_ddl_is_valid_clickhouse_with_replicated_engines(tmp_path):
+    statements = render_all(cluster="prod")
+    with open_clickhouse(None, tmp_path / "ch") as ch:
+        for statement in statements:
+            assert query_rows(ch, "EXPLAIN AST " + statement), statement  # ClickHouse's own parser
+    for statement in statements:
+        parsed = sqlglot.parse_one(statement, read="clickhouse")
+        assert "ON CLUSTER prod" in statement, statement[:80]
+        if isinstance(parsed, exp.Create) and parsed.kind == "TABLE":
+            engine = re.search(r"ENGINE = (\w+)", statement).group(1)
+            assert engine.startswith("Replicated") or engine == "Distributed", statement[:80]
+            if engine.startswith("Replicated"):
+                assert "'/clickhouse/tables/{shard}/tracehouse/" in statement
+    assert {"events_distributed", "events_core_distributed"} <= {
+        m.group(1) for s in statements if (m := re.search(r"tracehouse\.(\w+_distributed)", s))
+    }
+
+
+def test_single_node_ddl_has_no_cluster_parts():
+    for statement in render_all():
+        assert (
+            "ON CLUSTER" not in statement and "Replicated" not in statement and "Distributed" not in statement
+        )
