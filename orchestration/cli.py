@@ -274,10 +274,8 @@ def migrate(rows_per_part: int, redo: bool) -> None:
 
 
 @main.command()
-@click.option(
-    "--scale", default=1.0, show_default=True, help="multiply every data size (0.05 for a smoke run)"
-)
-@click.option("--only", default=",".join(("ingest", "propagation", "reads", "migration")), show_default=True)
+@click.option("--scale", default=1.0, show_default=True, help="multiply data sizes (0.05: a smoke run)")
+@click.option("--only", default="e2e,ingest,propagation,reads,migration", show_default=True)
 @click.option(
     "--results", type=click.Path(path_type=Path), default=None, help="where to write (bench/results)"
 )
@@ -285,7 +283,7 @@ def bench(scale: float, only: str, results: Path | None) -> None:
     """Measure every stage on the embedded defaults and write bench/results/latest.{json,md}."""
     import tempfile
 
-    from bench.run import RESULTS, STAGES, markdown, run, write_results
+    from bench.run import RESULTS, STAGES, markdown, run, run_e2e_stage
     from orchestration.clickhouse import open_clickhouse
     from orchestration.local_s3 import s3_client
 
@@ -299,15 +297,18 @@ def bench(scale: float, only: str, results: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="tracehouse-bench-") as home:
         os.environ["TRACEHOUSE_HOME"] = home
         os.environ.pop("S3_ENDPOINT_URL", None)
-        with environment() as settings, open_clickhouse(None, settings.chdb_path) as ch:
-            with console.status("benchmarking") as status:
-                result = run(
-                    ch, s3_client(settings.s3_endpoint_url), settings, scale, chosen,
-                    say=lambda m: (status.update(m), console.log(m)),
-                )  # fmt: skip
-    paths = write_results(result, results or RESULTS)
+        with environment() as settings, console.status("benchmarking") as status:
+            client = s3_client(settings.s3_endpoint_url)
+
+            def say(message: str) -> None:
+                status.update(message)
+                console.log(message)
+
+            prior = run_e2e_stage(Path(home) / "e2e", client, scale, say) if "e2e" in chosen else None
+            with open_clickhouse(None, settings.chdb_path) as ch:
+                result = run(ch, client, settings, scale, chosen, say, results or RESULTS, prior)
     console.print(markdown(result))
-    console.print(f"written: {', '.join(str(p) for p in paths)}")
+    console.print(f"written: {results or RESULTS}/latest.json, latest.md")
 
 
 def _progress() -> Progress:
