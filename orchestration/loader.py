@@ -4,8 +4,9 @@ Protocol per group of objects (one group is at most ``group_bytes`` of raw data)
 
 1. objects whose latest ledger state is ``loaded`` or ``quarantined`` are skipped (re-runs load nothing
    twice); objects left ``started`` by a crashed attempt have their partial staging rows deleted first;
-2. the group is fetched (S3 GETs in parallel threads) and parsed; a bad object becomes a quarantine
-   outcome with its reason, the others go on;
+2. the group is fetched (S3 GETs in parallel threads) and parsed into Arrow (in a pool of worker
+   processes, one per core: parsing is CPU work the GIL would serialise); a bad object becomes a
+   quarantine outcome with its reason, the others go on;
 3. ledger rows ``started`` (with a fresh ``load_id``) are written, then the staging rows (tagged with that
    ``load_id``), then one ledger row per object: ``loaded`` with row counts or ``quarantined`` with the
    reason (the quarantine table is fed from that same insert by a materialized view).
@@ -18,19 +19,25 @@ double count.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sys
+import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 from botocore.exceptions import ClientError
 
 from orchestration.clickhouse import ClickHouse, query_rows
-from orchestration.parsers import BadObject, ParsedObject, parse_object
+from orchestration.parsers import BadObject, parse_object
 from orchestration.parsers.common import OBSERVATION_SCHEMA, SCORE_SCHEMA, TRACE_SCHEMA, to_arrow
-from orchestration.raw_keys import BadKey, parse_key
+from orchestration.raw_keys import BadKey, RawKey, parse_key
 from orchestration.settings import DATABASE, Settings
 
 STAGING_TABLES = ("observations_staging", "traces_staging", "scores_staging")
@@ -72,7 +79,7 @@ class LoadReport:
 @dataclass
 class _Fetched:
     outcome: Outcome
-    parsed: ParsedObject | None = None
+    tables: dict[str, pa.Table] = field(default_factory=dict)  # staging table -> rows of this object
 
 
 def ledger_states(ch: ClickHouse, keys: list[str], db: str = DATABASE) -> dict[str, str]:
@@ -87,7 +94,8 @@ def ledger_states(ch: ClickHouse, keys: list[str], db: str = DATABASE) -> dict[s
     return {r["source_key"]: r["status"] for r in rows}
 
 
-def _fetch_and_parse(s3, bucket: str, key: str, settings: Settings) -> _Fetched:
+def _fetch_and_parse(s3, bucket: str, key: str, settings: Settings, parsers: Executor | None) -> _Fetched:
+    """GET one object (in a thread) and parse it (in ``parsers``, a process pool, when given)."""
     outcome = Outcome(key=key, status="quarantined")
     try:
         raw = parse_key(key, settings.raw_prefix)
@@ -113,23 +121,97 @@ def _fetch_and_parse(s3, bucket: str, key: str, settings: Settings) -> _Fetched:
         data = body.read(settings.max_object_bytes + 1)
     finally:
         body.close()
-    try:
-        parsed = parse_object(
-            raw, data, max_object=settings.max_object_bytes, max_record=settings.max_record_bytes
-        )
-    except BadObject as exc:
-        outcome.reason = str(exc)
+    limits = (settings.max_object_bytes, settings.max_record_bytes)
+    reason, payload = _parse(parsers, raw, data, limits)
+    if reason:
+        outcome.reason = reason
         return _Fetched(outcome)
-    except Exception as exc:  # a parser bug must not lose the object or stop the batch
-        outcome.reason = f"unexpected {type(exc).__name__} while parsing: {exc}"[:2000]
-        return _Fetched(outcome)
+    tables = {name: pa.ipc.open_stream(blob).read_all() for name, blob in payload.items()}
     outcome.status = "loaded"
     outcome.observations, outcome.traces, outcome.scores = (
-        parsed.observation_count,
-        len(parsed.traces),
-        len(parsed.scores),
+        tables["observations_staging"].num_rows,
+        tables["traces_staging"].num_rows,
+        tables["scores_staging"].num_rows,
     )
-    return _Fetched(outcome, parsed)
+    return _Fetched(outcome, tables)
+
+
+def _parse(parsers: Executor | None, raw: RawKey, data: bytes, limits: tuple[int, int]):
+    if parsers is None:
+        return parse_to_arrow(raw, data, limits)
+    for _attempt in range(2):
+        try:
+            return parsers.submit(parse_to_arrow, raw, data, limits).result()
+        except BrokenProcessPool:
+            parsers = _parser_pool(renew=parsers)  # a worker died (killed, out of memory): new pool, once
+    return "the parser process died on this object twice (out of memory or a crash)", {}
+
+
+def parse_to_arrow(raw: RawKey, data: bytes, limits: tuple[int, int]) -> tuple[str, dict[str, bytes]]:
+    """Parse one object into Arrow IPC streams per staging table, or give the reason it is bad.
+
+    Runs in a worker process, so it returns only picklable values; conversion to Arrow happens here too,
+    so a value that does not fit its column quarantines its own object and nothing else.
+    """
+    max_object, max_record = limits
+    try:
+        parsed = parse_object(raw, data, max_object=max_object, max_record=max_record)
+        observations = to_arrow(parsed.observations, OBSERVATION_SCHEMA)
+        if parsed.arrow_observations is not None:
+            observations = pa.concat_tables([observations, parsed.arrow_observations])
+        tables = {
+            "observations_staging": observations,
+            "traces_staging": to_arrow(parsed.traces, TRACE_SCHEMA),
+            "scores_staging": to_arrow(parsed.scores, SCORE_SCHEMA),
+        }
+    except BadObject as exc:
+        return str(exc), {}
+    except Exception as exc:  # a parser bug must not lose the object or stop the batch
+        return f"unexpected {type(exc).__name__} while parsing: {exc}"[:2000], {}
+    payload = {}
+    for name, table in tables.items():
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        payload[name] = sink.getvalue().to_pybytes()
+    return "", payload
+
+
+_PARSERS: ProcessPoolExecutor | None = None
+
+
+def _die_with_parent() -> None:
+    """Worker initializer: a parser process must not outlive a run that was killed (it would hold pipes
+    and memory). A watchdog thread exits as soon as the worker is re-parented."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _parser_pool(renew: Executor | None = None) -> Executor | None:
+    """One pool of parser processes per process, or None where that is not possible (then threads parse).
+
+    Workers are forked (spawn/forkserver would re-import the main module of every caller, which scripts
+    and ``python -c`` cannot all tolerate); they only run parser code, never chDB, and die with their
+    parent.
+    """
+    global _PARSERS
+    if renew is not None and renew is _PARSERS:
+        _PARSERS.shutdown(wait=False, cancel_futures=True)
+        _PARSERS = None
+    workers = os.cpu_count() or 1
+    if workers < 2 or not sys.platform.startswith("linux"):
+        return None
+    if _PARSERS is None:
+        _PARSERS = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_die_with_parent
+        )
+    return _PARSERS
 
 
 def _with_load_id(table: pa.Table, load_id: str) -> pa.Table:
@@ -181,29 +263,16 @@ def _groups(fetched: Iterator[_Fetched], group_bytes: int) -> Iterator[list[_Fet
         yield group
 
 
-def _parsed_tables(group: list[_Fetched]) -> dict[str, pa.Table]:
-    observations = [
-        to_arrow([r for f in group if f.parsed for r in f.parsed.observations], OBSERVATION_SCHEMA)
-    ]
-    observations += [f.parsed.arrow_observations for f in group if f.parsed and f.parsed.arrow_observations]
-    return {
-        "observations_staging": pa.concat_tables(observations),
-        "traces_staging": to_arrow([r for f in group if f.parsed for r in f.parsed.traces], TRACE_SCHEMA),
-        "scores_staging": to_arrow([r for f in group if f.parsed for r in f.parsed.scores], SCORE_SCHEMA),
+def _group_tables(group: list[_Fetched]) -> dict[str, pa.Table]:
+    empty = {
+        "observations_staging": OBSERVATION_SCHEMA,
+        "traces_staging": TRACE_SCHEMA,
+        "scores_staging": SCORE_SCHEMA,
     }
-
-
-def _bad_rows_to_quarantine(group: list[_Fetched]) -> None:
-    """A value that fails Arrow conversion quarantines its own object only (found by retrying one by one)."""
-    for item in group:
-        if item.parsed is None:
-            continue
-        try:
-            _parsed_tables([item])
-        except BadObject as exc:
-            item.outcome.status, item.outcome.reason = "quarantined", str(exc)
-            item.outcome.observations = item.outcome.traces = item.outcome.scores = 0
-            item.parsed = None
+    return {
+        name: pa.concat_tables([f.tables[name] for f in group if f.tables] or [schema.empty_table()])
+        for name, schema in empty.items()
+    }
 
 
 def load_objects(
@@ -234,20 +303,17 @@ def load_objects(
                 {"keys": crashed},
             )
 
+    parsers = _parser_pool() if len(todo) > 1 else None
     with ThreadPoolExecutor(max_workers=fetch_threads) as pool:
         fetched = _bounded_map(
             pool,
-            lambda k: _fetch_and_parse(s3, settings.raw_bucket, k, settings),
+            lambda k: _fetch_and_parse(s3, settings.raw_bucket, k, settings, parsers),
             todo,
             in_flight=fetch_threads * 2,
         )
         for group in _groups(fetched, group_bytes):
             load_id = uuid.uuid4().hex
-            try:
-                tables = _parsed_tables(group)
-            except BadObject:
-                _bad_rows_to_quarantine(group)
-                tables = _parsed_tables(group)
+            tables = _group_tables(group)
             loaded = [f.outcome for f in group if f.outcome.status == "loaded"]
             if loaded:
                 ch.insert_arrow(f"{db}.ingest_ledger", _ledger_table(loaded, "started", run_id, load_id))

@@ -154,13 +154,18 @@ class LocalS3:
             f"-s3.config={config}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
-            "-master.volumeSizeLimitMB=256",
+            "-master.volumeSizeLimitMB=64",
             "-volume.max=0",
             "-iam=false",
             "-volume.preStopSeconds=0",
         ]
         log = open(data_dir / "weed.log", "ab")  # noqa: SIM115 (the child owns it)
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # every bucket is a collection; grow its volumes one at a time instead of 7, so many buckets (one per
+        # test, per benchmark stage) do not exhaust the volume slots of a small disk
+        env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
         server = cls(data_dir, f"http://127.0.0.1:{s3_port}", access, secret, process)
         server._wait_ready(timeout)
         (data_dir / "server.json").write_text(

@@ -114,3 +114,19 @@ def test_loads_and_propagation_retry_with_backoff():
     for asset in (staging_tables, propagation):
         policy = asset.op.retry_policy
         assert policy is not None and policy.max_retries >= 2 and policy.backoff is not None
+
+
+def test_a_killed_parser_process_is_replaced(env, s3, ch):
+    from orchestration import loader
+
+    first = generate(s3, env.raw_bucket, "", objects=3, traces_per_object=2, seed=21).keys
+    assert load_objects(ch, s3, first, env, run_id="t").count("loaded") == 3
+    pool = loader._PARSERS
+    if (os.cpu_count() or 1) < 2:  # one core: objects are parsed in threads, there is no pool to break
+        assert pool is None
+        return
+    for process in list(pool._processes.values()):
+        process.kill()
+    more = generate(s3, env.raw_bucket, "", objects=3, traces_per_object=2, seed=22).keys
+    report = load_objects(ch, s3, more, env, run_id="t")
+    assert report.count("loaded") == 3 and loader._PARSERS is not pool
