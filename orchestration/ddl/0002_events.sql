@@ -5,8 +5,9 @@
 ALTER TABLE {{ db }}.ingest_ledger {{ on_cluster }}
     ADD INDEX IF NOT EXISTS idx_recorded_at recorded_at TYPE minmax GRANULARITY 1;
 
-CREATE TABLE IF NOT EXISTS {{ db }}.events {{ on_cluster }}
-(
+{#- events and events_core share their columns; events keeps the big fields compressed harder, events_core
+    adds the truncation flags. -#}
+{% macro event_columns(core) -%}
     project_id LowCardinality(String),
     trace_id String,
     id String,
@@ -20,9 +21,15 @@ CREATE TABLE IF NOT EXISTS {{ db }}.events {{ on_cluster }}
     status_message String,
     version String,
     environment LowCardinality(String),
-    input String CODEC(ZSTD(3)),
-    output String CODEC(ZSTD(3)),
-    metadata Map(String, String) CODEC(ZSTD(3)),
+{%- set big = '' if core else ' CODEC(ZSTD(3))' %}
+    input String{{ big }},
+    output String{{ big }},
+    metadata Map(String, String){{ big }},
+{%- if core %}
+    input_truncated Bool,
+    output_truncated Bool,
+    metadata_truncated Bool,
+{%- endif %}
     provided_model_name LowCardinality(String),
     model_parameters String,
     usage_details Map(String, UInt64),
@@ -37,10 +44,10 @@ CREATE TABLE IF NOT EXISTS {{ db }}.events {{ on_cluster }}
     tags Array(String),
     release String,
     trace_version String,
-    trace_metadata Map(String, String) CODEC(ZSTD(3)),
+    trace_metadata Map(String, String){{ big }},
     public Bool,
     bookmarked Bool,
-    -- bookkeeping: which row of an observation is current (max of source_version, propagated_at, propagation_id)
+    -- bookkeeping: the current row of an observation has the greatest (source_version, propagated_at, propagation_id)
     event_ts DateTime64(6, 'UTC'),
     source_version DateTime64(6, 'UTC'),
     propagated_at DateTime64(6, 'UTC'),
@@ -50,6 +57,11 @@ CREATE TABLE IF NOT EXISTS {{ db }}.events {{ on_cluster }}
     INDEX idx_user_id user_id TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_session_id session_id TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_tags tags TYPE bloom_filter(0.01) GRANULARITY 1
+{%- endmacro %}
+
+CREATE TABLE IF NOT EXISTS {{ db }}.events {{ on_cluster }}
+(
+{{ event_columns(false) }}
 )
 ENGINE = {{ engine('MergeTree', 'events') }}
 PARTITION BY toYYYYMM(start_time)
@@ -58,50 +70,7 @@ SETTINGS index_granularity_bytes = 67108864;
 
 CREATE TABLE IF NOT EXISTS {{ db }}.events_core {{ on_cluster }}
 (
-    project_id LowCardinality(String),
-    trace_id String,
-    id String,
-    parent_observation_id String,
-    type LowCardinality(String),
-    name String,
-    start_time DateTime64(6, 'UTC'),
-    end_time Nullable(DateTime64(6, 'UTC')),
-    completion_start_time Nullable(DateTime64(6, 'UTC')),
-    level LowCardinality(String),
-    status_message String,
-    version String,
-    environment LowCardinality(String),
-    input String,
-    output String,
-    metadata Map(String, String),
-    input_truncated Bool,
-    output_truncated Bool,
-    metadata_truncated Bool,
-    provided_model_name LowCardinality(String),
-    model_parameters String,
-    usage_details Map(String, UInt64),
-    cost_details Map(String, Float64),
-    total_cost Nullable(Float64),
-    prompt_name String,
-    prompt_version Nullable(UInt32),
-    trace_name String,
-    user_id String,
-    session_id String,
-    tags Array(String),
-    release String,
-    trace_version String,
-    trace_metadata Map(String, String),
-    public Bool,
-    bookmarked Bool,
-    event_ts DateTime64(6, 'UTC'),
-    source_version DateTime64(6, 'UTC'),
-    propagated_at DateTime64(6, 'UTC'),
-    propagation_id String,
-    INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1,
-    INDEX idx_id id TYPE bloom_filter(0.001) GRANULARITY 1,
-    INDEX idx_user_id user_id TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_session_id session_id TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_tags tags TYPE bloom_filter(0.01) GRANULARITY 1
+{{ event_columns(true) }}
 )
 ENGINE = {{ engine('MergeTree', 'events_core') }}
 PARTITION BY toYYYYMM(start_time)
