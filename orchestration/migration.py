@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
-from orchestration.propagation import LOOKUP_SLACK, _delete_superseded, _utc, repair_traces, sql_module
+from orchestration.propagation import LOOKUP_SLACK, as_utc, delete_superseded, repair_traces, sql_module
 from orchestration.settings import DATABASE, LEGACY_DATABASE
 
 COPIES = {"observations": "migration_observations", "traces": "migration_traces"}
@@ -138,10 +138,10 @@ def migrate_part(ch: ClickHouse, part: str, db: str = DATABASE) -> PartResult:
             f"SELECT min(start_time) FROM {db}.migration_observations WHERE _part = {{part:String}}",  # noqa: S608
             params,
         )
-        params["lookup_from"] = _utc(earliest) - LOOKUP_SLACK if earliest else datetime(1970, 1, 1)
+        params["lookup_from"] = as_utc(earliest) - LOOKUP_SLACK if earliest else datetime(1970, 1, 1)
         ch.command(sql.insert_trace_attributes(), params)
         ch.command(sql.insert_part(), params)
-        superseded = _delete_superseded(ch, db, params)
+        superseded = delete_superseded(ch, db, params)
         # rows the live path wrote before these legacy trace attributes were known
         repaired, _ = repair_traces(ch, pid, db)
         check = query_rows(ch, sql.verify_part(), params)[0]

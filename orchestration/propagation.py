@@ -176,10 +176,10 @@ class PropagationReport:
 
 
 def server_now(ch: ClickHouse) -> datetime:
-    return _utc(query_scalar(ch, "SELECT now64(6, 'UTC')"))
+    return as_utc(query_scalar(ch, "SELECT now64(6, 'UTC')"))
 
 
-def _utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -189,7 +189,7 @@ def watermark(ch: ClickHouse, db: str = DATABASE) -> datetime | None:
         ch,
         f"SELECT maxOrNull(window_end) FROM {db}.propagation_log WHERE status = 'done'",  # noqa: S608
     )
-    return _utc(value) if value is not None else None
+    return as_utc(value) if value is not None else None
 
 
 def _first_commit(ch: ClickHouse, db: str, after: datetime | None) -> datetime | None:
@@ -199,7 +199,7 @@ def _first_commit(ch: ClickHouse, db: str, after: datetime | None) -> datetime |
         "WHERE status = 'loaded' AND recorded_at >= {after:DateTime64(6, 'UTC')}",
         {"after": after or datetime(1970, 1, 1, tzinfo=UTC)},
     )
-    return _utc(value) if value is not None else None
+    return as_utc(value) if value is not None else None
 
 
 def propagate(
@@ -293,7 +293,7 @@ def _write_rows(ch: ClickHouse, db: str, window: dict, horizon: datetime) -> tup
     ch.command(sql.insert_simple(), params)
     if query_scalar(ch, sql.count_merge_keys(), params):
         ch.command(sql.insert_merged(), params)
-    return repaired, _delete_superseded(ch, db, params)
+    return repaired, delete_superseded(ch, db, params)
 
 
 def repair_traces(ch: ClickHouse, traces_of: str, db: str = DATABASE) -> tuple[int, int]:
@@ -327,11 +327,11 @@ def _earliest_start(ch: ClickHouse, db: str, window: dict) -> datetime | None:
         _statements(db).earliest_window_start(),
         window,
     )
-    found = [_utc(v) for v in (of_traces, of_rows) if v is not None]
+    found = [as_utc(v) for v in (of_traces, of_rows) if v is not None]
     return min(found) if found else None
 
 
-def _delete_superseded(ch: ClickHouse, db: str, params: dict) -> int:
+def delete_superseded(ch: ClickHouse, db: str, params: dict) -> int:
     """Remove every row of the touched observations but the current one, from events and events_core.
 
     events_core is only cleaned when events had superseded rows: a retry after a crash between the two

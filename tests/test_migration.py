@@ -76,7 +76,7 @@ _KILL = textwrap.dedent(
     def die(*_args, **_kwargs):
         os._exit(9)
 
-    migration._delete_superseded = die  # rows of the part are in events; cleanup and verification never ran
+    migration.delete_superseded = die  # rows of the part are in events; cleanup and verification never ran
     with open_clickhouse(None, load_settings().chdb_path) as ch:
         migration.migrate_part(ch, sys.argv[1])
     """

@@ -208,7 +208,7 @@ _CRASH = textwrap.dedent(
 
     point = sys.argv[1]
     if point == "after_insert":  # the events insert committed, superseded rows not yet removed
-        p._delete_superseded = die
+        p.delete_superseded = die
     elif point == "mid_cleanup":  # events cleaned, events_core not yet
         command = ChdbClickHouse.command
         ChdbClickHouse.command = lambda self, sql, params=None: (
