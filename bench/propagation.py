@@ -82,6 +82,16 @@ def add_window(ch: ClickHouse, rows: int, db: str = DATABASE, objects: int = 200
     )
 
 
+def settle(ch: ClickHouse, timeout: float = 600.0) -> float:
+    """Wait for background merges to finish (a live table is not merging 9M just-inserted rows)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if not query_scalar(ch, "SELECT count() FROM system.merges"):
+            break
+        time.sleep(1)
+    return time.perf_counter() - started
+
+
 def events_rows(ch: ClickHouse, db: str = DATABASE) -> int:
     return query_scalar(ch, f"SELECT count() FROM {db}.events")  # noqa: S608
 
@@ -91,6 +101,7 @@ def measure_window(ch: ClickHouse, rows: int) -> PropagationFigure:
     lo = server_now(ch)
     add_window(ch, rows)
     hi = server_now(ch)
+    settle(ch)
     started = time.perf_counter()
     result = propagate_window(ch, lo, hi, run_id="bench")
     seconds = time.perf_counter() - started
@@ -111,6 +122,7 @@ def run(
         if missing > 0:
             progress(f"history → {history:,} rows")
             add_history(ch, missing)
+            settle(ch)
         for window in windows:
             progress(f"window {window:,} over {events_rows(ch):,}")
             figures.append(measure_window(ch, window))
