@@ -264,6 +264,7 @@ def _reads(ch: ClickHouse, scale: float, report: Report, say: Callable[[str], No
     ch.command(f"TRUNCATE TABLE {DATABASE}.events_core")
     say("events_core with the same observations")
     ch.command(_FILL_EVENTS.format(db=DATABASE, legacy=legacy))
+    propagation_bench.settle(ch)  # both sides read merged tables, as a live deployment would
     rows = query_scalar(ch, f"SELECT count() FROM {DATABASE}.events_core")  # noqa: S608
     sample = ch.query_arrow(
         f"SELECT trace_id, user_id FROM {DATABASE}.events_core WHERE project_id = 'legacy-1' "  # noqa: S608
@@ -289,7 +290,7 @@ def _reads(ch: ClickHouse, scale: float, report: Report, say: Callable[[str], No
 
 def _migration(ch: ClickHouse, scale: float, report: Report, say: Callable[[str], None]) -> None:
     legacy = "bench_legacy_migration"
-    observations = int(1_500_000 * scale)
+    observations = int(1_000_000 * scale)
     ch.command(f"DROP DATABASE IF EXISTS {legacy} SYNC")
     generate_legacy(ch, observations, per_trace=8, projects=4, db=legacy)
     source_rows = query_scalar(ch, f"SELECT count() FROM {legacy}.observations")  # noqa: S608
@@ -396,7 +397,7 @@ def run_e2e_stage(home: Path, s3, scale: float, say: Callable[[str], None]) -> d
     report = Report()
     started = time.perf_counter()
     with peak_rss(report, "e2e (bench process only)"):
-        report.figures["e2e"] = run_e2e(home, s3, seconds=max(30.0, 90 * scale), say=say)
+        report.figures["e2e"] = run_e2e(home, s3, seconds=max(30.0, 60 * scale), say=say)
     return {"figures": report.figures, "rss": report.peak_rss_mb, "seconds": time.perf_counter() - started}
 
 
