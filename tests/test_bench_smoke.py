@@ -1,0 +1,19 @@
+"""A smoke run of the benchmark stages at a tiny scale: the code that produces bench/results keeps working.
+(The figures themselves are not asserted: speed is measured by `tracehouse bench`, not by tests.)"""
+
+import json
+
+from bench.run import markdown, run, write_results
+
+
+def test_bench_stages_run_and_write_results(env, s3, ch, tmp_path):
+    result = run(
+        ch, s3, env, scale=0.003, only=("ingest", "propagation", "reads", "migration"), results_dir=tmp_path
+    )
+    assert set(result["figures"]) == {"ingest", "propagation", "reads", "migration"}
+    assert result["figures"]["ingest"]["otlp_json"]["spans"] > 0
+    assert len(result["figures"]["propagation"]["runs"]) == 4
+    assert all(r["concurrency"] in (1, 2, 4) for r in result["figures"]["migration"]["runs"])
+    json_path, md_path = write_results(result, tmp_path)
+    assert json.loads(json_path.read_text())["scale"] == 0.003
+    assert "## Reads" in md_path.read_text() and markdown(result).startswith("# tracehouse bench")
