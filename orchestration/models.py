@@ -4,13 +4,17 @@ Building never leaves a reader with an empty or doubled table:
 
 * ``incremental`` models build one day into a scratch table and ``REPLACE PARTITION`` it into the model,
   so re-running a day replaces that day exactly;
-* ``table`` models and every replay build into ``<model>__shadow`` and ``EXCHANGE TABLES`` it with the
+* ``table`` models and every replay build into ``<model>__shadow_<id>`` and ``EXCHANGE TABLES`` it with the
   model, an atomic rename.
+
+With ``CLICKHOUSE_CLUSTER`` set, model tables are Replicated and created, exchanged and dropped
+``ON CLUSTER``; inserts and partition replacements go to one replica and replicate.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -182,8 +186,20 @@ def column_lineage(model: Model, models: dict[str, Model]) -> dict[str, list[tup
 # --- building ----------------------------------------------------------------------------------------
 
 
-def _engine_clause(model: Model) -> str:
+def _cluster() -> str | None:
+    return os.environ.get("CLICKHOUSE_CLUSTER") or None
+
+
+def _on_cluster() -> str:
+    cluster = _cluster()
+    return f" ON CLUSTER {cluster}" if cluster else ""
+
+
+def _engine_clause(model: Model, db: str, table: str) -> str:
+    """Engine, partition and order of a model table; Replicated (own Keeper path per table) on a cluster."""
     engine = model.config.get("engine", "MergeTree")
+    if _cluster():
+        engine = f"Replicated{engine}('/clickhouse/tables/{{shard}}/{db}/{table}', '{{replica}}')"
     parts = [f"ENGINE = {engine}"]
     if model.incremental:
         parts.append(f"PARTITION BY {model.config.get('partition_by', 'day')}")
@@ -193,8 +209,13 @@ def _engine_clause(model: Model) -> str:
 
 def _create_empty(ch: ClickHouse, model: Model, table: str, db: str) -> None:
     ch.command(
-        f"CREATE TABLE IF NOT EXISTS {db}.{table} {_engine_clause(model)} EMPTY AS {select_sql(model, db)}"
+        f"CREATE TABLE IF NOT EXISTS {db}.{table}{_on_cluster()} {_engine_clause(model, db, table)} "
+        f"EMPTY AS {select_sql(model, db)}"
     )
+
+
+def _drop(ch: ClickHouse, db: str, table: str) -> None:
+    ch.command(f"DROP TABLE IF EXISTS {db}.`{table}`{_on_cluster()} SYNC")
 
 
 def _exists(ch: ClickHouse, table: str, db: str) -> bool:
@@ -213,14 +234,14 @@ def build_day(ch: ClickHouse, model: Model, day: date, db: str = DATABASE) -> in
         raise ValueError(f"{model.name} is not incremental")
     _create_empty(ch, model, model.name, db)
     scratch = f"{model.name}__day_{uuid.uuid4().hex[:12]}"
-    ch.command(f"CREATE TABLE {db}.{scratch} AS {db}.{model.name}")
+    _create_empty(ch, model, scratch, db)
     try:
         ch.command(f"INSERT INTO {db}.{scratch} {select_sql(model, db, [day])}", {"days": [day]})
         rows = query_scalar(ch, f"SELECT count() FROM {db}.{scratch}")  # noqa: S608
         # the partition id of a Date partition key is YYYYMMDD; `day` is a date object, not text from data
         ch.command(f"ALTER TABLE {db}.{model.name} REPLACE PARTITION ID '{day:%Y%m%d}' FROM {db}.{scratch}")
     finally:
-        ch.command(f"DROP TABLE IF EXISTS {db}.{scratch} SYNC")
+        _drop(ch, db, scratch)
     return rows
 
 
@@ -233,7 +254,7 @@ def _drop_leftovers(ch: ClickHouse, model: Model, db: str) -> None:
         {"db": db, "shadow": f"{model.name}__shadow_", "day": f"{model.name}__day_"},
     )
     for row in rows:
-        ch.command(f"DROP TABLE IF EXISTS {db}.`{row['name']}` SYNC")
+        _drop(ch, db, row["name"])
 
 
 def rebuild(ch: ClickHouse, model: Model, days: list[date] | None = None, db: str = DATABASE) -> int:
@@ -258,10 +279,10 @@ def rebuild(ch: ClickHouse, model: Model, days: list[date] | None = None, db: st
             )
     rows = query_scalar(ch, f"SELECT count() FROM {db}.{shadow}")  # noqa: S608
     if _exists(ch, model.name, db):
-        ch.command(f"EXCHANGE TABLES {db}.{shadow} AND {db}.{model.name}")
-        ch.command(f"DROP TABLE {db}.{shadow} SYNC")
+        ch.command(f"EXCHANGE TABLES {db}.{shadow} AND {db}.{model.name}{_on_cluster()}")
+        _drop(ch, db, shadow)
     else:
-        ch.command(f"RENAME TABLE {db}.{shadow} TO {db}.{model.name}")
+        ch.command(f"RENAME TABLE {db}.{shadow} TO {db}.{model.name}{_on_cluster()}")
     return rows
 
 
