@@ -8,6 +8,7 @@ are cheap enough to run hourly on their own job, and each fails on the broken da
 from datetime import timedelta
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from assets.staging import table_metadata
@@ -242,3 +243,32 @@ def trace_attributes_current(clickhouse: ClickHouseResource) -> dg.AssetCheckRes
 
 
 EVENTS_CHECKS = [events_no_duplicate_ids, events_complete, events_core_truncated, trace_attributes_current]
+
+
+@dg.op(
+    pool="propagation",  # never concurrent with a propagation window: the swap must not interleave with one
+    description="Rebuild events/events_core from the whole raw bucket in a shadow database and swap them in "
+    "(staging-level logic changed), then rebuild the derived tables.",
+)
+def replay_events_from_raw_op(context: dg.OpExecutionContext, clickhouse: ClickHouseResource, s3: S3Resource):
+    from orchestration.models import load_models, rebuild
+    from orchestration.replay import replay_from_raw
+
+    with clickhouse.connect() as ch:
+        result = replay_from_raw(ch, s3.get_client(), load_settings())
+        for model in load_models().values():
+            rebuild(ch, model)
+        for key, table in ((EVENTS, "events"), (EVENTS_CORE, "events_core")):
+            yield dg.AssetMaterialization(
+                asset_key=key,
+                metadata={**table_metadata(ch, table), "replayed_from_raw_objects": result.objects},
+            )
+    context.log.info(
+        f"replayed {result.objects} raw objects; {result.caught_up} live observations merged again"
+    )
+    yield dg.Output(None)
+
+
+@dg.job(description="Blue/green replay of events from the raw bucket (CLI: tracehouse replay events).")
+def replay_events_from_raw():
+    replay_events_from_raw_op()

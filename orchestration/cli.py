@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import click
@@ -183,7 +183,8 @@ def run_once(no_delay: bool) -> None:
     "--days", default=None, help="comma-separated YYYY-MM-DD days (incremental models); default all"
 )
 def replay(model: str, days: str | None) -> None:
-    """Blue/green rebuild of a derived table: build a shadow table from events, then swap it in."""
+    """Blue/green rebuild of a derived table from events, or of events itself from the raw bucket (MODEL =
+    events; the derived tables are rebuilt after it)."""
     from datetime import date
 
     from orchestration.clickhouse import open_clickhouse
@@ -191,15 +192,33 @@ def replay(model: str, days: str | None) -> None:
     from orchestration.schema import apply_migrations
 
     models = load_models()
-    if model not in models:
-        raise click.BadParameter(f"unknown model {model!r}; models: {', '.join(models)}", param_hint="MODEL")
+    if model != "events" and model not in models:
+        raise click.BadParameter(
+            f"unknown model {model!r}; models: events, {', '.join(models)}", param_hint="MODEL"
+        )
     selected = [date.fromisoformat(d) for d in days.split(",")] if days else None
-    settings = load_settings()
-    with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
-        apply_migrations(ch)
-        with console.status(f"rebuilding {model} into a shadow table"):
-            started = time.monotonic()
-            rows = rebuild(ch, models[model], selected)
+    started = time.monotonic()
+    # only a replay from raw needs S3 (and the local SeaweedFS when no endpoint is configured)
+    with environment() if model == "events" else nullcontext(load_settings()) as settings:
+        with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
+            apply_migrations(ch)
+            if model == "events":
+                from orchestration.local_s3 import s3_client
+                from orchestration.replay import replay_from_raw
+
+                with console.status("loading the raw bucket into a shadow database and propagating it"):
+                    result = replay_from_raw(ch, s3_client(settings.s3_endpoint_url), settings)
+                for name, derived in models.items():
+                    with console.status(f"rebuilding {name}"):
+                        rebuild(ch, derived)
+                rows = result.observations
+                console.print(
+                    f"events replayed from {result.objects} raw objects ({result.caught_up} observations "
+                    f"committed meanwhile merged again); {len(models)} derived tables rebuilt"
+                )
+            else:
+                with console.status(f"rebuilding {model} into a shadow table"):
+                    rows = rebuild(ch, models[model], selected)
     console.print(f"{model}: {rows} rows, swapped in after {time.monotonic() - started:.1f}s")
     print(f"replayed={model} rows={rows}")
 

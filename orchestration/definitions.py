@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.events import EVENTS_CHECKS, propagation
+from assets.events import EVENTS_CHECKS, propagation, replay_events_from_raw
 from assets.migration import legacy_migration, legacy_snapshot, legacy_tables, migrate_legacy
 from assets.models import (
     MODEL_ASSETS,
@@ -100,6 +100,7 @@ defs = dg.Definitions(
         recent_days_job,
         replay_job,
         migrate_legacy,
+        replay_events_from_raw,
     ],
     sensors=[raw_bucket_sensor, automation_sensor],
     schedules=[reconcile_schedule, propagation_schedule, check_events_schedule, nightly_recent_days],

@@ -103,3 +103,21 @@ def test_propagation_and_its_checks_run_in_dagster(env, s3):
         "trace_attributes_current",
     }
     assert all(c.passed for c in checks.values()), {n: c.metadata for n, c in checks.items() if not c.passed}
+
+
+def test_replay_events_from_raw_job_runs_in_dagster(env, s3):
+    from assets.events import replay_events_from_raw
+    from orchestration.resources import build_resources
+
+    put(s3, env, minute_key("proj-1", "otlp", "a.binpb.gz"), OTLP_PB.read_bytes())
+    put(s3, env, minute_key("proj-1", "ingestion", "b.json"), INGESTION_V2.read_bytes())
+    result = replay_events_from_raw.execute_in_process(resources=build_resources())
+    assert result.success
+    materialized = {
+        m.asset_key.path[-1]: m.metadata
+        for m in result.asset_materializations_for_node("replay_events_from_raw_op")
+    }
+    assert materialized["events"]["dagster/row_count"].value == 6
+    assert materialized["events_core"]["replayed_from_raw_objects"].value == 2
+    with open_clickhouse(None, env.chdb_path) as ch:
+        assert query_scalar(ch, "SELECT count() FROM tracehouse.trace_summaries") == 2  # models rebuilt too

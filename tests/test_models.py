@@ -301,3 +301,31 @@ def test_replay_command(env, s3):
         [*cli, "nope"], cwd=REPO, env=os.environ, capture_output=True, text=True, timeout=120
     )
     assert unknown.returncode != 0 and "unknown model" in unknown.stderr
+
+
+def test_replay_events_from_raw_swaps_in_new_logic_and_keeps_live_loads(env, s3, ch):
+    """Staging-level logic changed: events is rebuilt from the raw bucket in a shadow database and swapped
+    in; a load the live path commits meanwhile is in the result exactly once."""
+    from orchestration.replay import replay_from_raw
+
+    first = generate(s3, env.raw_bucket, "", objects=3, traces_per_object=3, seed=31).keys
+    load_objects(ch, s3, first, env, run_id="t")
+    propagate(ch, delay_seconds=0, interval_seconds=180)
+    before = query_scalar(ch, f"SELECT count() FROM {DB}.events")
+    # the "old logic" wrote different names; the replay must bring back what the current code derives
+    ch.command(f"ALTER TABLE {DB}.events UPDATE name = 'old logic' WHERE 1 SETTINGS mutations_sync = 2")
+    late = generate(s3, env.raw_bucket, "", objects=1, traces_per_object=2, seed=32).keys
+
+    def live_load_meanwhile() -> None:
+        load_objects(ch, s3, late, env, run_id="live")
+        propagate(ch, delay_seconds=0, interval_seconds=180)
+
+    result = replay_from_raw(ch, s3, env, before_swap=live_load_meanwhile)
+    assert result.objects == len(first) + len(late) and result.caught_up > 0
+    staged = query_scalar(ch, f"SELECT uniqExact(project_id, id) FROM {DB}.observations_staging")
+    assert staged > before
+    for table in ("events", "events_core"):
+        assert query_scalar(ch, f"SELECT count() FROM {DB}.{table}") == staged
+        assert query_scalar(ch, f"SELECT count() - uniqExact(project_id, id) FROM {DB}.{table}") == 0
+        assert query_scalar(ch, f"SELECT countIf(name = 'old logic') FROM {DB}.{table}") == 0
+    assert query_scalar(ch, "SELECT count() FROM system.databases WHERE name = 'tracehouse_replay'") == 0
