@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import dagster as dg
 
@@ -60,8 +61,8 @@ def run_e2e(
 
     bucket = "tracehouse-e2e"
     ensure_bucket(s3, bucket)
-    saved = {k: os.environ.get(k) for k in ("TRACEHOUSE_HOME", "DAGSTER_HOME", "RAW_BUCKET")}
-    os.environ.update({"TRACEHOUSE_HOME": str(home), "RAW_BUCKET": bucket})
+    restore = mock.patch.dict(os.environ, {"TRACEHOUSE_HOME": str(home), "RAW_BUCKET": bucket})
+    restore.start()
     settings = load_settings()
     os.environ["DAGSTER_HOME"] = str(_write_dagster_home(settings))
     port = _free_port()
@@ -98,11 +99,7 @@ def run_e2e(
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore.stop()
     with open_clickhouse(None, settings.chdb_path) as ch:
         rows = query_rows(
             ch,

@@ -49,23 +49,8 @@ class PartResult:
         return self.missing == 0 and self.duplicates == 0 and self.attributes_lost == 0
 
 
-def ensure_tables(ch: ClickHouse, db: str = DATABASE) -> None:
-    ch.command(
-        f"CREATE TABLE IF NOT EXISTS {db}.migration_state "
-        "(prepared_at DateTime64(6, 'UTC') DEFAULT now64(6), "
-        "buckets UInt32, source_rows UInt64) ENGINE = MergeTree ORDER BY prepared_at"
-    )
-    ch.command(
-        f"CREATE TABLE IF NOT EXISTS {db}.migration_log "
-        "(part String, observations UInt64, superseded UInt64, "
-        "verified Bool, seconds Float64, recorded_at DateTime64(6, 'UTC') DEFAULT now64(6)) "
-        "ENGINE = MergeTree ORDER BY (part, recorded_at)"
-    )
-
-
 def done_parts(ch: ClickHouse, db: str = DATABASE) -> set[str]:
     """Parts whose latest attempt finished verified (the headless command skips them)."""
-    ensure_tables(ch, db)
     rows = query_rows(
         ch,
         f"SELECT part FROM {db}.migration_log GROUP BY part HAVING argMax(verified, recorded_at)",  # noqa: S608
@@ -84,7 +69,6 @@ def prepare(
     legacy: str = LEGACY_DATABASE,
 ) -> list[Part]:
     """Copy and freeze the legacy tables (once; a crashed preparation starts over) and list the parts."""
-    ensure_tables(ch, db)
     if not _prepared(ch, db):
         source_rows = query_scalar(ch, f"SELECT count() FROM {legacy}.observations")  # noqa: S608
         buckets = max(1, math.ceil(source_rows / rows_per_part))
@@ -163,7 +147,6 @@ def migrate_part(ch: ClickHouse, part: str, db: str = DATABASE) -> PartResult:
         attributes_lost=check["attributes_lost"],
         seconds=time.perf_counter() - started,
     )
-    ensure_tables(ch, db)
     ch.command(
         f"INSERT INTO {db}.migration_log (part, observations, superseded, verified, seconds) VALUES "  # noqa: S608
         "({part:String}, {n:UInt64}, {s:UInt64}, {v:Bool}, {t:Float64})",
