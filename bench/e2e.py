@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import time
@@ -21,16 +20,10 @@ import dagster as dg
 
 from orchestration.clickhouse import open_clickhouse, query_rows
 from orchestration.generate import generate
-from orchestration.local_s3 import ensure_bucket
+from orchestration.local_s3 import ensure_bucket, free_port
 from sensors.raw_bucket import LOAD_JOB_NAME
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_http(url: str, timeout: float) -> None:
@@ -65,7 +58,7 @@ def run_e2e(
     restore.start()
     settings = load_settings()
     os.environ["DAGSTER_HOME"] = str(_write_dagster_home(settings))
-    port = _free_port()
+    port = free_port()
     log = (home / "dagster.log").open("w")
     process = subprocess.Popen(
         dagster_dev_command(port), cwd=REPO, env=os.environ.copy(), stdout=log, stderr=log

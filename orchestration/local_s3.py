@@ -22,10 +22,36 @@ import boto3
 from botocore.config import Config
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_port(taken: set[int] | None = None) -> int:
+    """A free loopback port *below* the kernel's ephemeral range.
+
+    A port from ``bind(0)`` comes from the ephemeral range, the same pool the kernel draws outgoing
+    connections' source ports from: between picking it and the server binding it, any client (SeaweedFS's
+    own components dial each other at start-up) can take it. Ports below that range are only ever taken by
+    an explicit bind, so the race needs another server picking the very same random port.
+    """
+    low = max(1024, _ephemeral_range()[0] - 22000)
+    high = _ephemeral_range()[0] - 1
+    taken = taken or set()
+    for _ in range(200):
+        port = secrets.randbelow(high - low) + low
+        if port in taken:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free loopback port between {low} and {high}")
 
 
 def _alive(pid: int) -> bool:
@@ -84,6 +110,68 @@ def ensure_bucket(client, bucket: str) -> None:
         client.create_bucket(Bucket=bucket)
 
 
+class _PortTaken(RuntimeError):
+    """SeaweedFS could not bind a port picked for it; another start with new ports will do."""
+
+
+_START_MARK = "--- tracehouse: starting SeaweedFS ---"
+
+
+def _why_it_stopped(path: Path) -> str:
+    """The fatal/error lines of the latest start (glog's ``F``/``E`` prefixes), else its last lines.
+
+    A fatal exit is followed by goroutine dumps, so a plain tail would hide the reason.
+    """
+    try:
+        text = path.read_text(errors="replace").rsplit(_START_MARK, 1)[-1]
+    except OSError:
+        return "(no log)"
+    lines = text.splitlines()
+    errors = [line for line in lines if line[:1] in ("F", "E") and line[1:5].isdigit()]
+    return "\n".join((errors or lines)[-15:])
+
+
+def _pick_ports() -> dict[str, int]:
+    names = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
+    ports: dict[str, int] = {}
+    for name in names:
+        ports[name] = free_port(set(ports.values()))
+    return ports
+
+
+def _spawn_weed(data_dir: Path, config: Path, ports: dict[str, int], log_path: Path) -> subprocess.Popen:
+    args = [
+        weed_binary(),
+        "server",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-dir={data_dir / 'weed'}",
+        f"-master.port={ports['master']}",
+        f"-master.port.grpc={ports['master_grpc']}",
+        f"-volume.port={ports['volume']}",
+        f"-volume.port.grpc={ports['volume_grpc']}",
+        f"-filer.port={ports['filer']}",
+        f"-filer.port.grpc={ports['filer_grpc']}",
+        "-s3",
+        f"-s3.port={ports['s3']}",
+        f"-s3.port.grpc={ports['s3_grpc']}",
+        f"-s3.config={config}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=0",
+        "-iam=false",
+        "-volume.preStopSeconds=0",
+    ]
+    log = open(log_path, "ab")  # noqa: SIM115 (the child owns it)
+    log.write(f"{_START_MARK}\n".encode())
+    log.flush()
+    # every bucket is a collection; grow its volumes one at a time instead of 7, so many buckets (one per
+    # test, per benchmark stage) do not exhaust the volume slots of a small disk
+    env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+
 @dataclass
 class LocalS3:
     """A running SeaweedFS; use as a context manager or call :meth:`stop`."""
@@ -112,7 +200,7 @@ class LocalS3:
         return cls.start(data_dir)
 
     @classmethod
-    def start(cls, data_dir: Path, s3_port: int | None = None, timeout: float = 60.0) -> LocalS3:
+    def start(cls, data_dir: Path, timeout: float = 60.0) -> LocalS3:
         data_dir = Path(data_dir).resolve()
         (data_dir / "weed").mkdir(parents=True, exist_ok=True)
         access, secret = _credentials(data_dir)
@@ -131,43 +219,17 @@ class LocalS3:
                 },
                 fh,
             )
-        s3_port = s3_port or _free_port()
-        ports = {
-            name: _free_port()
-            for name in ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc")
-        }
-        args = [
-            weed_binary(),
-            "server",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-dir={data_dir / 'weed'}",
-            f"-master.port={ports['master']}",
-            f"-master.port.grpc={ports['master_grpc']}",
-            f"-volume.port={ports['volume']}",
-            f"-volume.port.grpc={ports['volume_grpc']}",
-            f"-filer.port={ports['filer']}",
-            f"-filer.port.grpc={ports['filer_grpc']}",
-            "-s3",
-            f"-s3.port={s3_port}",
-            f"-s3.port.grpc={ports['s3_grpc']}",
-            f"-s3.config={config}",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-master.volumeSizeLimitMB=64",
-            "-volume.max=0",
-            "-iam=false",
-            "-volume.preStopSeconds=0",
-        ]
-        log = open(data_dir / "weed.log", "ab")  # noqa: SIM115 (the child owns it)
-        # every bucket is a collection; grow its volumes one at a time instead of 7, so many buckets (one per
-        # test, per benchmark stage) do not exhaust the volume slots of a small disk
-        env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
-        process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-        )
-        server = cls(data_dir, f"http://127.0.0.1:{s3_port}", access, secret, process)
-        server._wait_ready(timeout)
+        log_path = data_dir / "weed.log"
+        for attempt in range(1, 4):
+            ports = _pick_ports()
+            process = _spawn_weed(data_dir, config, ports, log_path)
+            server = cls(data_dir, f"http://127.0.0.1:{ports['s3']}", access, secret, process)
+            try:
+                server._wait_ready(timeout)
+                break
+            except _PortTaken:
+                if attempt == 3:
+                    raise
         (data_dir / "server.json").write_text(
             json.dumps({"pid": process.pid, "endpoint_url": server.endpoint_url})
         )
@@ -182,8 +244,10 @@ class LocalS3:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(
-                    f"SeaweedFS exited with {self.process.returncode}; see {self.data_dir / 'weed.log'}"
+                why = _why_it_stopped(self.data_dir / "weed.log")
+                error = _PortTaken if "address already in use" in why else RuntimeError
+                raise error(
+                    f"SeaweedFS exited with {self.process.returncode} ({self.data_dir}/weed.log):\n{why}"
                 )
             try:
                 client.list_buckets()
