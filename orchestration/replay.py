@@ -1,6 +1,6 @@
 """Replay ``events`` from the raw bucket (blue/green), for when staging-level logic changed (parsers,
 mapping, propagation). S3 is the source of truth, so the whole bucket is loaded and propagated into a
-shadow database, whose ``events``, ``events_core`` and ``trace_attributes`` are then swapped in with
+shadow database, whose ``events``, ``events_core`` and ``trace_attributes_ranked`` are then swapped in with
 ``EXCHANGE TABLES`` (the ``events_core`` view follows the table names). Loads the live path committed while
 the shadow was being built are propagated again into the new tables afterwards; superseded-row cleanup makes
 that exactly once. Run it where no propagation runs at the same time (the ``propagation`` pool).
@@ -17,7 +17,7 @@ from orchestration.propagation import propagate, propagate_window, server_now, w
 from orchestration.schema import apply_migrations
 from orchestration.settings import DATABASE, Settings
 
-SWAPPED = ("events", "events_core", "trace_attributes")
+SWAPPED = ("events", "events_core", "trace_attributes_ranked")
 
 
 @dataclass

@@ -25,7 +25,8 @@ def test_cluster_ddl_is_valid_clickhouse_with_replicated_engines(tmp_path):
             assert query_rows(ch, "EXPLAIN AST " + statement), statement  # ClickHouse's own parser
     for statement in statements:
         parsed = sqlglot.parse_one(statement, read="clickhouse")
-        assert "ON CLUSTER prod" in statement, statement[:80]
+        # data carried between tables by a migration runs on the node that applies it, not per node
+        assert "ON CLUSTER prod" in statement or isinstance(parsed, exp.Insert), statement[:80]
         if isinstance(parsed, exp.Create) and parsed.kind == "TABLE":
             engine = re.search(r"ENGINE = (\w+)", statement).group(1)
             assert engine.startswith("Replicated") or engine == "Distributed", statement[:80]
@@ -79,3 +80,42 @@ def test_model_ddl_is_replicated_on_a_cluster_and_parses(tmp_path, monkeypatch):
     with open_clickhouse(None, tmp_path / "ch") as ch:
         for statement in ddl:
             assert query_rows(ch, "EXPLAIN AST " + statement), statement
+
+
+def test_trace_attribute_states_of_0002_are_carried_into_ranked_tuples(tmp_path):
+    """0005/0006 on a database that has 0002's argMax-state table: the latest values survive, and a crash
+    before the bookkeeping row (simulated by forgetting 0005/0006) re-runs them without harm."""
+    from orchestration.propagation import sql_module
+    from orchestration.schema import _template_values, render
+
+    zero = "(toDateTime64(0, 6, 'UTC'), toDateTime64(0, 6, 'UTC'))"
+    with open_clickhouse(None, tmp_path / "ch") as ch:
+        apply_migrations(ch)
+        (v2,) = [m for m in load_migrations() if m.version == 2]
+        (create_old,) = [
+            s
+            for s in render(v2.template, **_template_values())
+            if s.startswith("CREATE TABLE IF NOT EXISTS tracehouse.trace_attributes ")
+        ]
+        ch.command(create_old)
+        ch.command(
+            "INSERT INTO tracehouse.trace_attributes (project_id, trace_id, user_id, tags, public, "
+            "first_start, last_start, updated_at) SELECT 'p', 't1', argMaxState(u, if(u != '', (ts, ts), "
+            + zero
+            + ")), "
+            "argMaxState(tags, if(notEmpty(tags), (ts, ts), "
+            + zero
+            + ")), argMaxState(toInt8(-1), "
+            + zero
+            + "), "
+            "min(ts), max(ts), max(ts) FROM (SELECT arrayJoin([('alice', ['a'], 1), ('', ['b'], 2), "
+            "('bob', [], 3)]) AS x, x.1 AS u, x.2 AS tags, toDateTime64(x.3, 6, 'UTC') AS ts)"
+        )
+        for _ in range(2):  # the second time: as if the process died before recording 0005 and 0006
+            ch.command("DELETE FROM tracehouse.schema_migrations WHERE version IN (5, 6)")
+            assert apply_migrations(ch) == [5, 6]
+            ch.command(create_old)  # the second round finds 0002's table again (empty)
+        latest = sql_module("propagation", "tracehouse").latest_attributes("SELECT 'p', 't1'")
+        (row,) = query_rows(ch, latest)
+        assert (row["user_id"], row["tags"], row["public"], row["name"]) == ("bob", ["b"], -1, "")
+        assert query_scalar(ch, "SELECT count() FROM tracehouse.trace_attributes_ranked") in (1, 2)

@@ -1,6 +1,6 @@
 {#- SQL of the historic migration: one frozen part of the legacy copy into events per call.
     Parameters: {part} (a part name of migration_observations), {bucket} (its partition id), {pid}. -#}
-{%- from 'propagation.sql' import insert_rows, touched_traces with context -%}
+{%- from 'propagation.sql' import fold_trace_attributes, insert_rows, touched_traces with context -%}
 
 {#- The latest version of every row of the part, whole-row (ReplacingMergeTree semantics), no FINAL. -#}
 {%- macro latest_in_part() -%}
@@ -19,28 +19,21 @@ SELECT DISTINCT {pid:String}, 'trace', project_id, trace_id, '', 0
 FROM {{ db }}.migration_observations WHERE _part = {part:String}
 {%- endmacro %}
 
-{#- The legacy traces of the part (latest version each) folded into trace_attributes, ranked by their
-    event_ts: live attributes that are newer keep winning. -#}
+{#- The legacy traces of the part (latest version each) folded into trace_attributes_ranked, ranked by
+    their event_ts: live attributes that are newer keep winning. -#}
 {%- macro insert_trace_attributes() -%}
-INSERT INTO {{ db }}.trace_attributes
-SELECT project_id, trace_id,
-{%- for name, type, is_set in trace_fields %}
-    argMaxState(CAST({{ name }} AS {{ type }}), if({{ is_set }}, (event_ts, event_ts), {{ zero }})),
-{%- endfor %}
-    min(first_start), max(last_start), max(event_ts)
-FROM (
-    SELECT project_id, id AS trace_id, name, ifNull(user_id, '') AS user_id, ifNull(session_id, '') AS session_id,
-           tags, ifNull(release, '') AS release, ifNull(version, '') AS version, toString(environment) AS environment,
-           metadata, toInt8(public) AS public, toInt8(bookmarked) AS bookmarked,
-           CAST(timestamp AS DateTime64(6, 'UTC')) AS first_start, CAST(timestamp AS DateTime64(6, 'UTC')) AS last_start,
-           CAST(event_ts AS DateTime64(6, 'UTC')) AS event_ts
-    FROM {{ db }}.migration_traces
-    WHERE _partition_id = {bucket:String} AND (project_id, id) IN ({{ touched_traces() }})
-    ORDER BY event_ts DESC
-    LIMIT 1 BY project_id, id
-)
-WHERE trace_id != ''
-GROUP BY project_id, trace_id
+{%- set source -%}
+SELECT project_id, id AS trace_id, name, ifNull(user_id, '') AS user_id, ifNull(session_id, '') AS session_id,
+       tags, ifNull(release, '') AS release, ifNull(version, '') AS version, toString(environment) AS environment,
+       metadata, toInt8(public) AS public, toInt8(bookmarked) AS bookmarked,
+       CAST(timestamp AS DateTime64(6, 'UTC')) AS first_start, CAST(timestamp AS DateTime64(6, 'UTC')) AS last_start,
+       CAST(event_ts AS DateTime64(6, 'UTC')) AS event_ts, CAST(event_ts AS DateTime64(6, 'UTC')) AS committed_at
+FROM {{ db }}.migration_traces
+WHERE _partition_id = {bucket:String} AND (project_id, id) IN ({{ touched_traces() }}) AND id != ''
+ORDER BY event_ts DESC
+LIMIT 1 BY project_id, id
+{%- endset -%}
+{{ fold_trace_attributes(source) }}
 {%- endmacro %}
 
 {#- The part's rows as merged rows for insert_rows; source_version is the legacy event_ts, so a row the live

@@ -32,42 +32,51 @@ WHERE propagation_id = {pid:String} AND kind IN ('observation', 'repair')
 {%- macro latest_attributes(traces) -%}
 SELECT project_id, trace_id,
 {%- for name, type, is_set in trace_fields %}
-    argMaxMerge({{ name }}) AS {{ name }},
+    argMax({{ name }}.value, {{ name }}.rank) AS {{ name }},
 {%- endfor %}
     min(first_start) AS first_start, max(last_start) AS last_start, max(updated_at) AS updated_at
-FROM {{ db }}.trace_attributes
+FROM {{ db }}.trace_attributes_ranked
 WHERE (project_id, trace_id) IN ({{ traces }})
 GROUP BY project_id, trace_id
 {%- endmacro %}
 
-{#- Fold the window's trace-level fields into trace_attributes: traces_staging rows and span-carried ones. -#}
-{%- macro insert_trace_attributes() -%}
-INSERT INTO {{ db }}.trace_attributes
+{#- Rows of `source` (project_id, trace_id, the trace fields, first_start, last_start, event_ts, committed_at)
+    folded into trace_attributes_ranked, one row per trace. The rows are already one per key, so merging on
+    insert (optimize_on_insert) would only cost time. -#}
+{%- macro fold_trace_attributes(source) -%}
+INSERT INTO {{ db }}.trace_attributes_ranked
 SELECT project_id, trace_id,
 {%- for name, type, is_set in trace_fields %}
-    argMaxState(CAST({{ name }} AS {{ type }}), if({{ is_set }}, (event_ts, committed_at), {{ zero }})),
+    (max({{ rank(name, is_set) }}), argMax(CAST({{ name }} AS {{ type }}), {{ rank(name, is_set) }})),
 {%- endfor %}
     min(first_start), max(last_start), max(committed_at)
-FROM (
-    SELECT t.project_id AS project_id, t.trace_id AS trace_id, t.name AS name, t.user_id AS user_id,
-           t.session_id AS session_id, t.tags AS tags, t.release AS release, t.version AS version,
-           toString(t.environment) AS environment, t.metadata AS metadata,
-           ifNull(toInt8(t.public), -1) AS public, ifNull(toInt8(t.bookmarked), -1) AS bookmarked,
-           coalesce(t.timestamp, t.event_ts) AS first_start, coalesce(t.timestamp, t.event_ts) AS last_start,
-           t.event_ts AS event_ts, c.committed_at AS committed_at
-    FROM {{ db }}.traces_staging AS t
-    INNER JOIN ({{ committed() }}) AS c ON t.source_key = c.source_key AND t.load_id = c.load_id
-    WHERE t.source_key IN ({{ committed_keys() }})
-    UNION ALL
-    SELECT o.project_id, o.trace_id, o.trace_name, o.user_id, o.session_id, o.tags, o.release, '', '',
-           o.trace_metadata, ifNull(toInt8(o.public), -1), -1,
-           coalesce(o.start_time, o.event_ts), coalesce(o.end_time, o.start_time, o.event_ts),
-           o.event_ts, c.committed_at
-    FROM {{ db }}.observations_staging AS o
-    INNER JOIN ({{ committed() }}) AS c ON o.source_key = c.source_key AND o.load_id = c.load_id
-    WHERE o.source_key IN ({{ committed_keys() }}) AND o.trace_id != ''
-)
+FROM ({{ source }})
 GROUP BY project_id, trace_id
+SETTINGS optimize_on_insert = 0
+{%- endmacro %}
+
+{#- Fold the window's trace-level fields: traces_staging rows and span-carried ones. -#}
+{%- macro insert_trace_attributes() -%}
+{%- set source -%}
+SELECT t.project_id AS project_id, t.trace_id AS trace_id, t.name AS name, t.user_id AS user_id,
+       t.session_id AS session_id, t.tags AS tags, t.release AS release, t.version AS version,
+       toString(t.environment) AS environment, t.metadata AS metadata,
+       ifNull(toInt8(t.public), -1) AS public, ifNull(toInt8(t.bookmarked), -1) AS bookmarked,
+       coalesce(t.timestamp, t.event_ts) AS first_start, coalesce(t.timestamp, t.event_ts) AS last_start,
+       t.event_ts AS event_ts, c.committed_at AS committed_at
+FROM {{ db }}.traces_staging AS t
+INNER JOIN ({{ committed() }}) AS c ON t.source_key = c.source_key AND t.load_id = c.load_id
+WHERE t.source_key IN ({{ committed_keys() }})
+UNION ALL
+SELECT o.project_id, o.trace_id, o.trace_name, o.user_id, o.session_id, o.tags, o.release, '', '',
+       o.trace_metadata, ifNull(toInt8(o.public), -1), -1,
+       coalesce(o.start_time, o.event_ts), coalesce(o.end_time, o.start_time, o.event_ts),
+       o.event_ts, c.committed_at
+FROM {{ db }}.observations_staging AS o
+INNER JOIN ({{ committed() }}) AS c ON o.source_key = c.source_key AND o.load_id = c.load_id
+WHERE o.source_key IN ({{ committed_keys() }}) AND o.trace_id != ''
+{%- endset -%}
+{{ fold_trace_attributes(source) }}
 {%- endmacro %}
 
 {#- The observations and traces the window's committed loads touch. -#}
@@ -97,12 +106,17 @@ WHERE source_key IN ({{ committed_keys() }})
   AND (source_key, load_id) IN (SELECT source_key, load_id FROM ({{ committed() }}))
 {%- endmacro %}
 
-{#- Rows already in events whose trace attributes are no longer the latest: re-merge them too. -#}
+{#- Rows already in events whose trace attributes are no longer the latest: re-merge them too. Only traces
+    with rows in events need their latest attributes looked up (none, for a window of new traces). -#}
 {%- macro insert_repair_keys() -%}
+{%- set in_events -%}
+SELECT DISTINCT project_id, trace_id FROM {{ db }}.events
+WHERE start_time >= {lookup_from:DateTime64(6, 'UTC')} AND (project_id, trace_id) IN ({{ touched_traces() }})
+{%- endset -%}
 INSERT INTO {{ db }}.propagation_keys (propagation_id, kind, project_id, trace_id, id)
 SELECT DISTINCT {pid:String}, 'repair', e.project_id, e.trace_id, e.id
 FROM {{ db }}.events AS e
-INNER JOIN ({{ latest_attributes(touched_traces()) }}) AS t ON e.project_id = t.project_id AND e.trace_id = t.trace_id
+INNER JOIN ({{ latest_attributes(in_events) }}) AS t ON e.project_id = t.project_id AND e.trace_id = t.trace_id
 WHERE e.start_time >= {lookup_from:DateTime64(6, 'UTC')}
   AND (e.project_id, e.trace_id) IN ({{ touched_traces() }})
   AND {{ trace_tuple('e.') }} != {{ latest_tuple() }}
@@ -210,6 +224,14 @@ WHERE start_time >= {lookup_from:DateTime64(6, 'UTC')}
       FROM {{ db }}.events
       WHERE start_time >= {lookup_from:DateTime64(6, 'UTC')} AND (project_id, id) IN ({{ keys() }})
       GROUP BY project_id, id)
+{%- endmacro %}
+
+{#- Rows of the touched observations written by another propagation. Superseded rows can only exist when
+    some do: this propagation writes one row per observation. Cheap, so it runs first. -#}
+{%- macro others() -%}
+SELECT count() FROM {{ db }}.events
+WHERE start_time >= {lookup_from:DateTime64(6, 'UTC')} AND propagation_id != {pid:String}
+  AND (project_id, id) IN ({{ keys() }})
 {%- endmacro %}
 
 {%- macro coverage() -%}
