@@ -305,9 +305,11 @@ def _write_rows(ch: ClickHouse, db: str, window: dict, horizon: datetime) -> tup
         params,
     )
     ch.command(sql.insert_existing_keys(), params)
-    ch.command(sql.insert_simple(), params)
     if query_scalar(ch, sql.count_merge_keys(), params):
+        ch.command(sql.insert_simple(), params)
         ch.command(sql.insert_merged(), params)
+    else:
+        ch.command(sql.insert_simple(every_key_simple=True), params)
     return repaired, delete_superseded(ch, db, params)
 
 

@@ -170,13 +170,20 @@ LEFT JOIN ({{ latest_attributes(touched_traces()) }}) AS t
     ON m.project_id = t.project_id AND m.trace_id_merged = t.trace_id
 {%- endmacro %}
 
-{%- macro insert_simple() -%}
+{#- `every_key_simple`: no key needs a merge, so the window's committed rows are taken as they are, without
+    looking each one up in simple_keys (the common case). -#}
+{%- macro insert_simple(every_key_simple=false) -%}
 {%- set merged -%}
 SELECT project_id, id,
 {%- for f in observation_fields %} {{ f }} AS {{ f }}_merged,{% endfor %}
     event_ts AS first_event_ts, event_ts AS last_event_ts, committed_at AS committed_max
 FROM ({{ staging_versions() }}
-      WHERE s.source_key IN ({{ committed_keys() }}) AND (s.project_id, s.id) IN ({{ simple_keys() }}))
+      WHERE s.source_key IN ({{ committed_keys() }})
+{%- if every_key_simple %}
+        AND (s.source_key, s.load_id) IN (SELECT source_key, load_id FROM ({{ committed() }})))
+{%- else %}
+        AND (s.project_id, s.id) IN ({{ simple_keys() }}))
+{%- endif %}
 {%- endset -%}
 {{ insert_rows(merged) }}
 {%- endmacro %}
