@@ -1,8 +1,11 @@
 """Propagation throughput: observations/s per window size, against histories of different sizes.
 
 Staging rows and history are generated inside ClickHouse (``numbers()``), so the figure is the
-propagation alone. History rows are spread over the 30 days before the window, as a live deployment's
-would be; the window's observations start today.
+propagation alone. History rows (with their traces' attributes) are spread over 30 days that end
+``HISTORY_ENDS_DAYS_AGO``; each measured window's observations start on a day of their own, three days after
+the previous window's. A window's lookups reach one day before its earliest start (``LOOKUP_SLACK``), so each
+window meets the same recent data, and a larger history costs only what the history itself costs (index,
+parts, trace attributes): what the "history ×10" figure is meant to isolate.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from orchestration.clickhouse import ClickHouse, query_scalar
-from orchestration.propagation import propagate_window, server_now
+from orchestration.propagation import propagate_window, server_now, sql_module
 from orchestration.settings import DATABASE
+
+HISTORY_ENDS_DAYS_AGO = 40
+WINDOW_DAYS_APART = 3
 
 _PAYLOAD = """concat('{"messages":[{"role":"user","content":"', randomPrintableASCII(400), '"}]}')"""
 
@@ -31,8 +37,9 @@ class PropagationFigure:
 
 
 def add_history(ch: ClickHouse, rows: int, db: str = DATABASE) -> None:
-    """Rows already propagated: 30 days before now, 10 observations per trace, ~1 KB each."""
+    """Rows already propagated, 10 observations per trace, ~1 KB each, and their traces' attributes."""
     salt = uuid.uuid4().hex[:8]
+    ends_ms = HISTORY_ENDS_DAYS_AGO * 86_400_000
     ch.command(
         f"""
         INSERT INTO {db}.events (project_id, trace_id, id, type, name, start_time, end_time, level,
@@ -41,20 +48,31 @@ def add_history(ch: ClickHouse, rows: int, db: str = DATABASE) -> None:
         SELECT 'bench-' || toString(number % 4), 'h{salt}' || hex(intDiv(number, 10)),
             'h{salt}' || hex(number),
             ['SPAN', 'GENERATION', 'EVENT'][number % 3 + 1], 'step-' || toString(number % 20),
-            now64(6) - toIntervalMillisecond(number * 2592000000 / {rows} + 86400000) AS st,
+            now64(6) - toIntervalMillisecond(number * 2592000000 / {rows} + {ends_ms}) AS st,
             st + toIntervalMillisecond(number % 5000), 'DEFAULT', 'production',
             {_PAYLOAD}, {_PAYLOAD}, 'gpt-4o',
             map('input', number % 1000, 'output', number % 300), map('total', (number % 1000) / 1e5),
             (number % 1000) / 1e5, 'agent-run', 'user-' || toString(number % 5000),
-            'sess-' || toString(intDiv(number, 50)), ['bench'], st, st, st, 'history'
+            'sess-' || toString(intDiv(number, 50)), ['bench'], st, st, st, 'history-{salt}'
         FROM numbers({rows})
         """  # noqa: S608
     )
+    ch.command(
+        sql_module("propagation", db).fold_trace_attributes(
+            "SELECT project_id, trace_id, trace_name AS name, user_id, session_id, tags, release, "  # noqa: S608
+            "trace_version AS version, toString(environment) AS environment, trace_metadata AS metadata, "
+            "toInt8(public) AS public, toInt8(bookmarked) AS bookmarked, start_time AS first_start, "
+            f"start_time AS last_start, event_ts, event_ts AS committed_at FROM {db}.events "
+            f"WHERE propagation_id = 'history-{salt}'"
+        )
+    )
 
 
-def add_window(ch: ClickHouse, rows: int, db: str = DATABASE, objects: int = 200) -> None:
-    """One window of committed loads: ``rows`` observations in ``objects`` objects, trace attrs on spans."""
+def add_window(ch: ClickHouse, rows: int, db: str = DATABASE, objects: int = 200, days_ago: int = 0) -> None:
+    """One window of committed loads: ``rows`` observations in ``objects`` objects, trace attrs on spans,
+    starting ``days_ago`` days before now."""
     load = uuid.uuid4().hex
+    ago_ms = days_ago * 86_400_000
     ch.command(
         f"""
         INSERT INTO {db}.observations_staging (project_id, trace_id, id, type, name, start_time, end_time,
@@ -63,7 +81,8 @@ def add_window(ch: ClickHouse, rows: int, db: str = DATABASE, objects: int = 200
         SELECT 'bench-' || toString(number % 4), 'w{load[:8]}' || hex(intDiv(number, 10)),
             'w{load[:8]}' || hex(number),
             ['SPAN', 'GENERATION', 'EVENT'][number % 3 + 1], 'step-' || toString(number % 20),
-            now64(6) - toIntervalMillisecond(number % 60000) AS st, st + toIntervalMillisecond(number % 5000),
+            now64(6) - toIntervalMillisecond(number % 60000 + {ago_ms}) AS st,
+            st + toIntervalMillisecond(number % 5000),
             '', 'production', {_PAYLOAD}, {_PAYLOAD}, 'gpt-4o',
             map('input', number % 1000, 'output', number % 300), map('total', (number % 1000) / 1e5),
             (number % 1000) / 1e5, 'agent-run', 'user-' || toString(number % 5000),
@@ -96,10 +115,10 @@ def events_rows(ch: ClickHouse, db: str = DATABASE) -> int:
     return query_scalar(ch, f"SELECT count() FROM {db}.events")  # noqa: S608
 
 
-def measure_window(ch: ClickHouse, rows: int) -> PropagationFigure:
+def measure_window(ch: ClickHouse, rows: int, days_ago: int = 0) -> PropagationFigure:
     history = events_rows(ch)
     lo = server_now(ch)
-    add_window(ch, rows)
+    add_window(ch, rows, days_ago=days_ago)
     hi = server_now(ch)
     settle(ch)
     started = time.perf_counter()
@@ -116,7 +135,7 @@ def run(
     progress: Callable[[str], None] = lambda _m: None,
 ) -> list[PropagationFigure]:
     """For each history size (growing), propagate one window of each size and time it."""
-    figures = []
+    figures: list[PropagationFigure] = []
     for history in histories:
         missing = history - events_rows(ch)
         if missing > 0:
@@ -125,5 +144,5 @@ def run(
             settle(ch)
         for window in windows:
             progress(f"window {window:,} over {events_rows(ch):,}")
-            figures.append(measure_window(ch, window))
+            figures.append(measure_window(ch, window, days_ago=WINDOW_DAYS_APART * len(figures)))
     return figures
