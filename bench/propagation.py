@@ -21,6 +21,7 @@ from orchestration.settings import DATABASE
 
 HISTORY_ENDS_DAYS_AGO = 40
 WINDOW_DAYS_APART = 3
+SETTLE_QUIET_SECONDS = 3.0
 
 _PAYLOAD = """concat('{"messages":[{"role":"user","content":"', randomPrintableASCII(400), '"}]}')"""
 
@@ -101,13 +102,20 @@ def add_window(ch: ClickHouse, rows: int, db: str = DATABASE, objects: int = 200
     )
 
 
-def settle(ch: ClickHouse, timeout: float = 600.0) -> float:
-    """Wait for background merges to finish (a live table is not merging 9M just-inserted rows)."""
+def settle(ch: ClickHouse, timeout: float = 600.0, quiet: float | None = None) -> float:
+    """Wait until no background merge has run for ``quiet`` seconds (a live table is not merging 9M
+    just-inserted rows; one merge finishing often schedules the next, so one empty look is not enough)."""
+    quiet = SETTLE_QUIET_SECONDS if quiet is None else quiet
     started = time.perf_counter()
+    quiet_since = None
     while time.perf_counter() - started < timeout:
-        if not query_scalar(ch, "SELECT count() FROM system.merges"):
+        if query_scalar(ch, "SELECT count() FROM system.merges"):
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.perf_counter()
+        elif time.perf_counter() - quiet_since >= quiet:
             break
-        time.sleep(1)
+        time.sleep(0.5)
     return time.perf_counter() - started
 
 
@@ -133,9 +141,12 @@ def run(
     windows: tuple[int, ...],
     histories: tuple[int, ...],
     progress: Callable[[str], None] = lambda _m: None,
+    repeats: int = 3,
 ) -> list[PropagationFigure]:
-    """For each history size (growing), propagate one window of each size and time it."""
+    """For each history size (growing), propagate windows of each size and time them: the median of
+    ``repeats`` windows for every size but the largest (a few seconds each, so noise matters), one of that."""
     figures: list[PropagationFigure] = []
+    windows_run = 0
     for history in histories:
         missing = history - events_rows(ch)
         if missing > 0:
@@ -143,6 +154,10 @@ def run(
             add_history(ch, missing)
             settle(ch)
         for window in windows:
-            progress(f"window {window:,} over {events_rows(ch):,}")
-            figures.append(measure_window(ch, window, days_ago=WINDOW_DAYS_APART * len(figures)))
+            runs = []
+            for _ in range(repeats if window < max(windows) else 1):
+                progress(f"window {window:,} over {events_rows(ch):,}")
+                runs.append(measure_window(ch, window, days_ago=WINDOW_DAYS_APART * windows_run))
+                windows_run += 1
+            figures.append(sorted(runs, key=lambda f: f.seconds)[len(runs) // 2])
     return figures

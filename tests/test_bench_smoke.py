@@ -6,7 +6,8 @@ import json
 from bench.run import markdown, run, write_results
 
 
-def test_bench_stages_run_and_write_results(env, s3, ch, tmp_path):
+def test_bench_stages_run_and_write_results(env, s3, ch, tmp_path, monkeypatch):
+    monkeypatch.setattr("bench.propagation.SETTLE_QUIET_SECONDS", 0.2)  # tiny tables: merges are quick
     result = run(
         ch, s3, env, scale=0.003, only=("ingest", "propagation", "reads", "migration"), results_dir=tmp_path
     )
