@@ -119,3 +119,31 @@ def test_trace_attribute_states_of_0002_are_carried_into_ranked_tuples(tmp_path)
         (row,) = query_rows(ch, latest)
         assert (row["user_id"], row["tags"], row["public"], row["name"]) == ("bob", ["b"], -1, "")
         assert query_scalar(ch, "SELECT count() FROM tracehouse.trace_attributes_ranked") in (1, 2)
+
+
+def test_list_and_user_views_read_events_core_projections(tmp_path):
+    """The UI's latest-N and per-user queries are served by 0008's projections, and lightweight deletes
+    (superseded rows) keep working on a table that has them."""
+    with open_clickhouse(None, tmp_path / "ch") as ch:
+        apply_migrations(ch)
+        ch.command(
+            "INSERT INTO tracehouse.events (project_id, trace_id, id, name, start_time, user_id, tags, "
+            "event_ts, source_version, propagated_at, propagation_id) SELECT 'p', "
+            "'t' || toString(number % 97), toString(number), 'n', now64(6) - toIntervalSecond(number * 7), "
+            "'u' || toString(number % 13), ['b'], now64(6), now64(6), now64(6), 'x' FROM numbers(200000)"
+        )
+        ch.command("OPTIMIZE TABLE tracehouse.events_core FINAL")
+        latest = (
+            "SELECT id, name, start_time, user_id FROM tracehouse.events_core WHERE project_id = 'p' "
+            "AND start_time >= now64(6) - INTERVAL 1 DAY ORDER BY start_time DESC LIMIT 50"
+        )
+        per_user = (
+            "SELECT count(), sum(total_cost) FROM tracehouse.events_core WHERE project_id = 'p' "
+            "AND user_id = 'u3' AND has(tags, 'b') AND start_time >= now64(6) - INTERVAL 7 DAY"
+        )
+        for sql, projection in ((latest, "by_start_time"), (per_user, "by_user")):
+            plan = "\n".join(r["explain"] for r in query_rows(ch, "EXPLAIN " + sql))
+            assert f"ReadFromMergeTree ({projection})" in plan, plan
+        assert query_scalar(ch, "SELECT count() FROM tracehouse.events_core WHERE user_id = 'u3'") == 15385
+        ch.command("DELETE FROM tracehouse.events_core WHERE id = '3'")  # as delete_superseded does
+        assert query_scalar(ch, "SELECT count() FROM tracehouse.events_core WHERE user_id = 'u3'") == 15384
