@@ -115,28 +115,25 @@ def migrate_part(ch: ClickHouse, part: str, db: str = DATABASE) -> PartResult:
     sql = sql_module("migration", db)
     pid = f"legacy-{uuid.uuid4().hex}"
     params: dict = {"part": part, "bucket": found[part].bucket, "pid": pid}
-    try:
-        ch.command(sql.insert_part_keys(), params)
-        earliest = query_scalar(
-            ch,
-            f"SELECT min(start_time) FROM {db}.migration_observations WHERE _part = {{part:String}}",  # noqa: S608
-            params,
-        )
-        params["lookup_from"] = as_utc(earliest) - LOOKUP_SLACK if earliest else datetime(1970, 1, 1)
-        ch.command(sql.insert_trace_attributes(), params)
-        ch.command(sql.insert_part(), params)
-        superseded = delete_superseded(ch, db, params)
-        # rows the live path wrote before these legacy trace attributes were known
-        repaired, _ = repair_traces(ch, pid, db)
-        check = query_rows(ch, sql.verify_part(), params)[0]
-        observations = query_scalar(
-            ch,
-            f"SELECT count() FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}} "  # noqa: S608
-            "AND kind = 'observation'",
-            params,
-        )
-    finally:
-        ch.command(f"DELETE FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}}", params)  # noqa: S608
+    ch.command(sql.insert_part_keys(), params)
+    earliest = query_scalar(
+        ch,
+        f"SELECT min(start_time) FROM {db}.migration_observations WHERE _part = {{part:String}}",  # noqa: S608
+        params,
+    )
+    params["lookup_from"] = as_utc(earliest) - LOOKUP_SLACK if earliest else datetime(1970, 1, 1)
+    ch.command(sql.insert_trace_attributes(), params)
+    ch.command(sql.insert_part(), params)
+    superseded = delete_superseded(ch, db, params)
+    # rows the live path wrote before these legacy trace attributes were known
+    repaired, _ = repair_traces(ch, pid, db)
+    check = query_rows(ch, sql.verify_part(), params)[0]
+    observations = query_scalar(
+        ch,
+        f"SELECT count() FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}} "  # noqa: S608
+        "AND kind = 'observation'",
+        params,
+    )
     result = PartResult(
         part=part,
         observations=observations,

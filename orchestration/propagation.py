@@ -282,7 +282,6 @@ def propagate_window(
     )
     result.repaired, result.replaced = _write_rows(ch, db, window, max(hi, horizon or hi))
     _log(ch, db, result, "done", run_id)
-    ch.command(f"DELETE FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}}", window)  # noqa: S608
     return result
 
 
@@ -318,16 +317,13 @@ def repair_traces(ch: ClickHouse, traces_of: str, db: str = DATABASE) -> tuple[i
     the latest trace attributes, e.g. after the migration added legacy trace attributes. No window loads."""
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     window = {"lo": epoch, "hi": epoch, "pid": uuid.uuid4().hex, "source": traces_of}
-    try:
-        ch.command(
-            f"INSERT INTO {db}.propagation_keys (propagation_id, kind, project_id, trace_id, id) "  # noqa: S608
-            f"SELECT {{pid:String}}, 'trace', project_id, trace_id, '' FROM {db}.propagation_keys "
-            "WHERE propagation_id = {source:String} AND kind = 'trace'",
-            window,
-        )
-        return _write_rows(ch, db, window, server_now(ch))
-    finally:
-        ch.command(f"DELETE FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}}", window)  # noqa: S608
+    ch.command(
+        f"INSERT INTO {db}.propagation_keys (propagation_id, kind, project_id, trace_id, id) "  # noqa: S608
+        f"SELECT {{pid:String}}, 'trace', project_id, trace_id, '' FROM {db}.propagation_keys "
+        "WHERE propagation_id = {source:String} AND kind = 'trace'",
+        window,
+    )
+    return _write_rows(ch, db, window, server_now(ch))
 
 
 def _earliest_start(ch: ClickHouse, db: str, window: dict) -> datetime | None:
