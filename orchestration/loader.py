@@ -6,7 +6,8 @@ Protocol per group of objects (one group is at most ``group_bytes`` of raw data)
    twice); objects left ``started`` by a crashed attempt have their partial staging rows deleted first;
 2. the group is fetched (S3 GETs in parallel threads) and parsed into Arrow (in a pool of worker
    processes, one per core: parsing is CPU work the GIL would serialise); a bad object becomes a
-   quarantine outcome with its reason, the others go on;
+   quarantine outcome with its reason, the others go on. OTLP/JSON objects are only decoded: ClickHouse
+   maps them (``orchestration/otlp_json.py``), and the few it does not take are parsed in Python after;
 3. ledger rows ``started`` (with a fresh ``load_id``) are written, then the staging rows (tagged with that
    ``load_id``), then one ledger row per object: ``loaded`` with row counts or ``quarantined`` with the
    reason (the quarantine table is fed from that same insert by a materialized view).
@@ -34,8 +35,9 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 from botocore.exceptions import ClientError
 
+from orchestration import otlp_json
 from orchestration.clickhouse import ClickHouse, query_rows
-from orchestration.parsers import BadObject, parse_object
+from orchestration.parsers import BadObject, decode_object, parse_object
 from orchestration.parsers.common import OBSERVATION_SCHEMA, SCORE_SCHEMA, TRACE_SCHEMA, to_arrow
 from orchestration.raw_keys import BadKey, RawKey, parse_key
 from orchestration.settings import DATABASE, Settings
@@ -46,7 +48,7 @@ STAGING_TABLES = ("observations_staging", "traces_staging", "scores_staging")
 @dataclass
 class Outcome:
     key: str
-    status: str  # loaded | quarantined | skipped
+    status: str  # loaded | quarantined | skipped; "mapping" while ClickHouse maps it
     reason: str = ""
     observations: int = 0
     traces: int = 0
@@ -60,6 +62,7 @@ class Outcome:
 @dataclass
 class LoadReport:
     outcomes: list[Outcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what an operator should know (a fast path that failed)
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -80,6 +83,13 @@ class LoadReport:
 class _Fetched:
     outcome: Outcome
     tables: dict[str, pa.Table] = field(default_factory=dict)  # staging table -> rows of this object
+    mapping: otlp_json.RawObject | None = None  # decoded OTLP/JSON for ClickHouse to map
+    data: bytes = b""  # the object as fetched, for Python if ClickHouse does not take it
+
+    @property
+    def weight(self) -> int:
+        """Bytes this object holds in memory while its group loads."""
+        return len(self.mapping.data) if self.mapping else self.outcome.size
 
 
 def ledger_states(ch: ClickHouse, keys: list[str], db: str = DATABASE) -> dict[str, str]:
@@ -121,10 +131,25 @@ def _fetch_and_parse(s3, bucket: str, key: str, settings: Settings, parsers: Exe
         data = body.read(settings.max_object_bytes + 1)
     finally:
         body.close()
-    limits = (settings.max_object_bytes, settings.max_record_bytes)
-    reason, payload = _parse(parsers, raw, data, limits)
+    if raw.format == "otlp_json" and settings.otlp_json_in_clickhouse:
+        try:
+            decoded = decode_object(raw, data, settings.max_object_bytes)
+        except BadObject as exc:
+            outcome.reason = str(exc)
+            return _Fetched(outcome)
+        outcome.status = "mapping"
+        return _Fetched(outcome, mapping=otlp_json.RawObject(key, raw.project_id, decoded), data=data)
+    return _parsed(outcome, _parse(parsers, raw, data, _limits(settings)))
+
+
+def _limits(settings: Settings) -> tuple[int, int]:
+    return settings.max_object_bytes, settings.max_record_bytes
+
+
+def _parsed(outcome: Outcome, result: tuple[str, dict[str, bytes]]) -> _Fetched:
+    reason, payload = result
     if reason:
-        outcome.reason = reason
+        outcome.status, outcome.reason = "quarantined", reason
         return _Fetched(outcome)
     tables = {name: pa.ipc.open_stream(blob).read_all() for name, blob in payload.items()}
     outcome.status = "loaded"
@@ -255,7 +280,7 @@ def _groups(fetched: Iterator[_Fetched], group_bytes: int) -> Iterator[list[_Fet
     size = 0
     for item in fetched:
         group.append(item)
-        size += item.outcome.size
+        size += item.weight
         if size >= group_bytes:
             yield group
             group, size = [], 0
@@ -273,6 +298,44 @@ def _group_tables(group: list[_Fetched]) -> dict[str, pa.Table]:
         name: pa.concat_tables([f.tables[name] for f in group if f.tables] or [schema.empty_table()])
         for name, schema in empty.items()
     }
+
+
+def _insert_tables(ch: ClickHouse, db: str, load_id: str, parsed: list[_Fetched]) -> None:
+    """The staging rows of objects parsed in Python, one insert per staging table."""
+    if not parsed:
+        return
+    for table, data in _group_tables(parsed).items():
+        ch.insert_arrow(f"{db}.{table}", _with_load_id(data, load_id))
+
+
+def _map_in_clickhouse(
+    ch: ClickHouse,
+    db: str,
+    load_id: str,
+    mapping: list[_Fetched],
+    settings: Settings,
+    parsers: Executor | None,
+    report: LoadReport,
+) -> list[_Fetched]:
+    """Let ClickHouse map the OTLP/JSON objects; parse in Python those it does not take (returned, to be
+    inserted). Outcomes are updated in place."""
+    try:
+        taken = otlp_json.load(ch, db, load_id, settings.max_record_bytes, [f.mapping for f in mapping])
+    except Exception as exc:  # a mapping bug must not stop ingestion: Python maps every object instead
+        report.notes.append(f"ClickHouse did not map {len(mapping)} OTLP/JSON objects ({exc}); Python did")
+        taken = {}
+    parsed = []
+    for item in mapping:
+        if item.outcome.key in taken:
+            item.outcome.status, item.outcome.observations = "loaded", taken[item.outcome.key]
+        else:
+            raw = parse_key(item.outcome.key, settings.raw_prefix)
+            done = _parsed(item.outcome, _parse(parsers, raw, item.data, _limits(settings)))
+            item.tables = done.tables
+            if item.tables:
+                parsed.append(item)
+        item.mapping, item.data = None, b""
+    return parsed
 
 
 def load_objects(
@@ -313,12 +376,14 @@ def load_objects(
         )
         for group in _groups(fetched, group_bytes):
             load_id = uuid.uuid4().hex
-            tables = _group_tables(group)
-            loaded = [f.outcome for f in group if f.outcome.status == "loaded"]
-            if loaded:
-                ch.insert_arrow(f"{db}.ingest_ledger", _ledger_table(loaded, "started", run_id, load_id))
-                for table, data in tables.items():
-                    ch.insert_arrow(f"{db}.{table}", _with_load_id(data, load_id))
+            committing = [f.outcome for f in group if f.outcome.status in ("loaded", "mapping")]
+            if committing:
+                ch.insert_arrow(f"{db}.ingest_ledger", _ledger_table(committing, "started", run_id, load_id))
+                _insert_tables(ch, db, load_id, [f for f in group if f.tables])
+            mapping = [f for f in group if f.mapping is not None]
+            if mapping:
+                parsed = _map_in_clickhouse(ch, db, load_id, mapping, settings, parsers, report)
+                _insert_tables(ch, db, load_id, parsed)
             ch.insert_arrow(
                 f"{db}.ingest_ledger", _ledger_table([f.outcome for f in group], None, run_id, load_id)
             )

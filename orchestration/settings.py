@@ -37,6 +37,7 @@ class Settings:
     max_object_bytes: int
     max_record_bytes: int
     core_truncate_chars: int
+    otlp_json_in_clickhouse: bool  # map OTLP/JSON in ClickHouse (orchestration/otlp_json.py), not Python
 
     @property
     def chdb_path(self) -> Path:
@@ -67,4 +68,5 @@ def load_settings() -> Settings:
         max_object_bytes=_int("TRACEHOUSE_MAX_OBJECT_BYTES", 256 * 1024 * 1024),
         max_record_bytes=_int("TRACEHOUSE_MAX_RECORD_BYTES", 16 * 1024 * 1024),
         core_truncate_chars=_int("TRACEHOUSE_CORE_TRUNCATE_CHARS", 2048),
+        otlp_json_in_clickhouse=_int("TRACEHOUSE_OTLP_JSON_IN_CLICKHOUSE", 1) != 0,
     )

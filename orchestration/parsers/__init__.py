@@ -10,7 +10,7 @@ from orchestration.parsers.otlp import parse_otlp
 from orchestration.parsers.parquet import parse_parquet
 from orchestration.raw_keys import RawKey
 
-__all__ = ["BadObject", "ParsedObject", "parse_object", "gunzip_bounded"]
+__all__ = ["BadObject", "ParsedObject", "decode_object", "gunzip_bounded", "parse_decoded", "parse_object"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -37,7 +37,8 @@ def gunzip_bounded(data: bytes, limit: int) -> bytes:
     return bytes(out)
 
 
-def parse_object(raw: RawKey, data: bytes, *, max_object: int, max_record: int) -> ParsedObject:
+def decode_object(raw: RawKey, data: bytes, max_object: int) -> bytes:
+    """The object's bytes as its format reads them: gunzipped (bounded) when gzip, never empty."""
     if not data:
         raise BadObject("object is empty")
     if raw.gzip or data.startswith(_GZIP_MAGIC):
@@ -46,6 +47,14 @@ def parse_object(raw: RawKey, data: bytes, *, max_object: int, max_record: int) 
         data = gunzip_bounded(data, max_object)
         if not data:
             raise BadObject("object is empty after gunzip")
+    return data
+
+
+def parse_object(raw: RawKey, data: bytes, *, max_object: int, max_record: int) -> ParsedObject:
+    return parse_decoded(raw, decode_object(raw, data, max_object), max_record=max_record)
+
+
+def parse_decoded(raw: RawKey, data: bytes, *, max_record: int) -> ParsedObject:
     common = {"project_id": raw.project_id, "source_key": raw.key, "max_record": max_record}
     if raw.format == "otlp_json":
         return parse_otlp(data, protobuf=False, **common)

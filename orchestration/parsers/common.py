@@ -218,6 +218,16 @@ def nanos_to_us(value: Any, what: str) -> int | None:
     return check_us(nanos // 1000, what)
 
 
+def optional_int(value: Any, what: str) -> int | None:
+    """An integer field (a prompt version): absent or '' is None, anything int() refuses is a bad object."""
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise BadObject(f"{what} is not an integer: {str(value)[:40]!r}") from None
+
+
 def hex_id(value: Any, size: int, what: str) -> str:
     """OTLP ids as lowercase hex whichever encoding arrived (hex per OTLP/JSON, base64 from protobuf JSON)."""
     if isinstance(value, bytes):

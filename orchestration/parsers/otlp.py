@@ -29,6 +29,7 @@ from orchestration.parsers.common import (
     json_text,
     nanos_to_us,
     number_map,
+    optional_int,
     string_map,
     tag_list,
     total_cost_of,
@@ -36,8 +37,8 @@ from orchestration.parsers.common import (
 )
 
 _STATUS_ERROR = 2
-_KIND_NAMES = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
-_GENAI_TYPES = {
+KIND_NAMES = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+GENAI_TYPES = {
     "chat": "GENERATION",
     "text_completion": "GENERATION",
     "generate_content": "GENERATION",
@@ -105,7 +106,7 @@ def spans_from_protobuf(data: bytes) -> Iterator[Span]:
                     span_id=hex_id(s.span_id, 8, "spanId"),
                     parent_span_id=s.parent_span_id.hex(),
                     name=s.name,
-                    kind=_KIND_NAMES.get(s.kind, str(s.kind)),
+                    kind=KIND_NAMES.get(s.kind, str(s.kind)),
                     start_us=nanos_to_us(s.start_time_unix_nano, "startTimeUnixNano"),
                     end_us=nanos_to_us(s.end_time_unix_nano, "endTimeUnixNano"),
                     status_code=s.status.code,
@@ -183,8 +184,8 @@ def _enum(value: Any, names: dict[str, int], what: str) -> int:
     raise BadObject(f"{what} is not a known enum value: {str(value)[:40]!r}")
 
 
-_STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
-_KIND_BY_NAME = {f"SPAN_KIND_{v}": k for k, v in _KIND_NAMES.items()}
+STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+KIND_BY_NAME = {f"SPAN_KIND_{v}": k for k, v in KIND_NAMES.items()}
 
 
 def _json_documents(data: bytes) -> list[Any]:
@@ -249,10 +250,10 @@ def spans_from_json(data: bytes) -> Iterator[Span]:
                         span_id=hex_id(s["spanId"], 8, "spanId"),
                         parent_span_id=hex_id(parent, 8, "parentSpanId") if parent else "",
                         name=str(s.get("name") or ""),
-                        kind=_KIND_NAMES.get(_enum(s.get("kind"), _KIND_BY_NAME, "span kind"), "UNSPECIFIED"),
+                        kind=KIND_NAMES.get(_enum(s.get("kind"), KIND_BY_NAME, "span kind"), "UNSPECIFIED"),
                         start_us=nanos_to_us(s.get("startTimeUnixNano"), "startTimeUnixNano"),
                         end_us=nanos_to_us(s.get("endTimeUnixNano"), "endTimeUnixNano"),
-                        status_code=_enum(status.get("code"), _STATUS_NAMES, "status code"),
+                        status_code=_enum(status.get("code"), STATUS_NAMES, "status code"),
                         status_message=str(status.get("message") or ""),
                         attributes=_json_attrs(s.get("attributes")),
                         events=[
@@ -296,10 +297,47 @@ def _maybe_json(value: Any) -> Any:
 
 
 def _genai_model_parameters(attrs: dict[str, Any]) -> dict[str, Any]:
-    params = {}
-    for key in [k for k in attrs if k.startswith("gen_ai.request.") and k != "gen_ai.request.model"]:
-        params[key[len("gen_ai.request.") :]] = attrs.pop(key)
-    return params
+    """gen_ai.request.* (but the model, claimed before) as model parameters."""
+    keys = [k for k in attrs if k.startswith(GENAI_REQUEST_PREFIX)]
+    return {k[len(GENAI_REQUEST_PREFIX) :]: attrs.pop(k) for k in keys}
+
+
+# Attribute keys each staging field takes, in order of preference: the first non-empty value wins and every
+# key listed is consumed (kept out of metadata). sql/otlp_json.sql, the ClickHouse fast path for OTLP/JSON,
+# renders its lookups from this same table.
+CLAIMS: dict[str, tuple[str, ...]] = {
+    "operation": ("gen_ai.operation.name",),
+    "type": ("langfuse.observation.type",),
+    "model": ("langfuse.observation.model.name", "gen_ai.response.model", "gen_ai.request.model"),
+    "usage": ("langfuse.observation.usage_details",),
+    "usage_input": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"),
+    "usage_output": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"),
+    "usage_total": ("gen_ai.usage.total_tokens", "llm.usage.total_tokens"),
+    "cost": ("langfuse.observation.cost_details",),
+    "cost_total": ("gen_ai.usage.cost",),
+    "model_parameters": ("langfuse.observation.model.parameters",),
+    "trace_metadata": ("langfuse.trace.metadata",),
+    "observation_metadata": ("langfuse.observation.metadata",),
+    "level": ("langfuse.observation.level",),
+    "status_message": ("langfuse.observation.status_message",),
+    "prompt_version": ("langfuse.observation.prompt.version",),
+    "public": ("langfuse.trace.public",),
+    "completion_start_time": ("langfuse.observation.completion_start_time",),
+    "environment": ("langfuse.environment", "deployment.environment.name", "deployment.environment"),
+    "trace_name": ("langfuse.trace.name",),
+    "version": ("langfuse.version",),
+    "input": ("langfuse.observation.input", "gen_ai.input.messages", "gen_ai.prompt", "input.value"),
+    "output": ("langfuse.observation.output", "gen_ai.output.messages", "gen_ai.completion", "output.value"),
+    "prompt_name": ("langfuse.observation.prompt.name",),
+    "user_id": ("langfuse.user.id", "user.id"),
+    "session_id": ("langfuse.session.id", "session.id"),
+    "tags": ("langfuse.trace.tags",),
+    "release": ("langfuse.release",),
+}
+TRACE_METADATA_PREFIX = "langfuse.trace.metadata."
+OBSERVATION_METADATA_PREFIX = "langfuse.observation.metadata."
+GENAI_REQUEST_PREFIX = "gen_ai.request."
+RESOURCE_ENVIRONMENT_KEYS = ("resource.deployment.environment.name", "resource.deployment.environment")
 
 
 def span_to_row(span: Span, project_id: str, source_key: str, source_format: str, max_record: int) -> dict:
@@ -307,46 +345,49 @@ def span_to_row(span: Span, project_id: str, source_key: str, source_format: str
     row = dict(OBSERVATION_DEFAULTS)
     what = f"span {span.span_id}"
 
-    operation = a.pop("gen_ai.operation.name", None)
-    obs_type = _first(a, "langfuse.observation.type")
-    model = _first(a, "langfuse.observation.model.name", "gen_ai.response.model", "gen_ai.request.model")
-    usage = number_map(_first(a, "langfuse.observation.usage_details"), "usage_details", integer=True)
+    def claim(field: str) -> Any:
+        return _first(a, *CLAIMS[field])
+
+    operation = claim("operation")
+    obs_type = claim("type")
+    model = claim("model")
+    usage = number_map(claim("usage"), "usage_details", integer=True)
     genai_usage = {
-        "input": _first(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"),
-        "output": _first(a, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"),
-        "total": _first(a, "gen_ai.usage.total_tokens", "llm.usage.total_tokens"),
+        "input": claim("usage_input"),
+        "output": claim("usage_output"),
+        "total": claim("usage_total"),
     }
     if not usage:
         usage = number_map({k: v for k, v in genai_usage.items() if v is not None}, "gen_ai.usage", True)
-    cost = number_map(_first(a, "langfuse.observation.cost_details"), "cost_details", integer=False)
-    genai_cost = _first(a, "gen_ai.usage.cost")
+    cost = number_map(claim("cost"), "cost_details", integer=False)
+    genai_cost = claim("cost_total")
     if not cost and genai_cost is not None:
         cost = number_map({"total": genai_cost}, "gen_ai.usage.cost", integer=False)
     if obs_type:
         row["type"] = str(obs_type).upper()
-    elif operation in _GENAI_TYPES:
-        row["type"] = _GENAI_TYPES[operation]
+    elif isinstance(operation, str) and operation in GENAI_TYPES:
+        row["type"] = GENAI_TYPES[operation]
     else:
         row["type"] = "GENERATION" if (model or usage) else "SPAN"
 
-    params = _first(a, "langfuse.observation.model.parameters")
+    params = claim("model_parameters")
     genai_params = _genai_model_parameters(a)
-    trace_meta = {k: _maybe_json(v) for k, v in _prefixed(a, "langfuse.trace.metadata.").items()}
-    trace_meta.update(string_map(_first(a, "langfuse.trace.metadata"), "langfuse.trace.metadata"))
-    obs_meta = {k: _maybe_json(v) for k, v in _prefixed(a, "langfuse.observation.metadata.").items()}
-    obs_meta.update(string_map(_first(a, "langfuse.observation.metadata"), "langfuse.observation.metadata"))
-    level = _first(a, "langfuse.observation.level")
-    status_message = _first(a, "langfuse.observation.status_message")
-    prompt_version = _first(a, "langfuse.observation.prompt.version")
-    public = _first(a, "langfuse.trace.public")
-    completion_start = _first(a, "langfuse.observation.completion_start_time")
-    environment = _first(a, "langfuse.environment", "deployment.environment.name", "deployment.environment")
+    trace_meta = {k: _maybe_json(v) for k, v in _prefixed(a, TRACE_METADATA_PREFIX).items()}
+    trace_meta.update(string_map(claim("trace_metadata"), "langfuse.trace.metadata"))
+    obs_meta = {k: _maybe_json(v) for k, v in _prefixed(a, OBSERVATION_METADATA_PREFIX).items()}
+    obs_meta.update(string_map(claim("observation_metadata"), "langfuse.observation.metadata"))
+    level = claim("level")
+    status_message = claim("status_message")
+    prompt_version = claim("prompt_version")
+    public = claim("public")
+    completion_start = claim("completion_start_time")
+    environment = claim("environment")
     if environment is None:
-        environment = span.context.get("resource.deployment.environment.name") or span.context.get(
-            "resource.deployment.environment"
+        environment = span.context.get(RESOURCE_ENVIRONMENT_KEYS[0]) or span.context.get(
+            RESOURCE_ENVIRONMENT_KEYS[1]
         )
     is_root = not span.parent_span_id
-    trace_name = _first(a, "langfuse.trace.name")
+    trace_name = claim("trace_name")
 
     row.update(
         project_id=project_id,
@@ -359,32 +400,22 @@ def span_to_row(span: Span, project_id: str, source_key: str, source_format: str
         completion_start_time=iso_to_us(_maybe_json(completion_start), "completion_start_time"),
         level=str(level).upper() if level else ("ERROR" if span.status_code == _STATUS_ERROR else "DEFAULT"),
         status_message=str(status_message or span.status_message or ""),
-        version=str(_first(a, "langfuse.version") or ""),
+        version=str(claim("version") or ""),
         environment=str(environment or "default"),
-        input=json_text(
-            _first(a, "langfuse.observation.input", "gen_ai.input.messages", "gen_ai.prompt", "input.value")
-        ),
-        output=json_text(
-            _first(
-                a,
-                "langfuse.observation.output",
-                "gen_ai.output.messages",
-                "gen_ai.completion",
-                "output.value",
-            )
-        ),
+        input=json_text(claim("input")),
+        output=json_text(claim("output")),
         provided_model_name=str(model or ""),
         model_parameters=json_text(params if params is not None else (genai_params or None)),
         usage_details=with_usage_total(usage),
         cost_details=cost,
         total_cost=total_cost_of(cost),
-        prompt_name=str(_first(a, "langfuse.observation.prompt.name") or ""),
-        prompt_version=int(prompt_version) if prompt_version not in (None, "") else None,
+        prompt_name=str(claim("prompt_name") or ""),
+        prompt_version=optional_int(prompt_version, "langfuse.observation.prompt.version"),
         trace_name=str(trace_name or (span.name if is_root else "")),
-        user_id=str(_first(a, "langfuse.user.id", "user.id") or ""),
-        session_id=str(_first(a, "langfuse.session.id", "session.id") or ""),
-        tags=tag_list(_first(a, "langfuse.trace.tags"), "langfuse.trace.tags"),
-        release=str(_first(a, "langfuse.release") or ""),
+        user_id=str(claim("user_id") or ""),
+        session_id=str(claim("session_id") or ""),
+        tags=tag_list(claim("tags"), "langfuse.trace.tags"),
+        release=str(claim("release") or ""),
         trace_metadata={k: v if isinstance(v, str) else json_text(v) for k, v in trace_meta.items()},
         public=bool(public) if public is not None else None,
         is_update=False,
