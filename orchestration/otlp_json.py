@@ -115,10 +115,7 @@ def load(ch: ClickHouse, db: str, load_id: str, max_record: int, objects: list[R
                     schema=_INPUT_SCHEMA,
                 ),
             )
-        settings = (
-            f"SETTINGS short_circuit_function_evaluation = 'disable', max_threads = {threads}, "
-            f"max_insert_threads = {threads}"
-        )
+        settings = f"SETTINGS max_threads = {threads}, max_insert_threads = {threads}"
         ch.command(f"CREATE TEMPORARY TABLE {SPANS} ENGINE = Memory AS {spans_sql()} {settings}")
         ch.command(
             f"INSERT INTO {db}.observations_staging ({', '.join(_COLUMNS)}) {rows_sql()} {settings}"  # noqa: S608

@@ -21,9 +21,11 @@
     attributes as parallel arrays (in layers, innermost first: parse and counts per object; one row per span;
     attribute kinds; attribute texts; the claimed attributes, parsers/otlp.py CLAIMS, by position), and
     rows() makes those the staging columns, judges each span and then each object. Each layer makes the
-    previous one's expressions columns, so a value is extracted or copied once. Run with short_circuit_function_evaluation = 'disable': nothing here throws,
-    and evaluating every branch is cheaper than filtering wide columns per branch. Jinja splices
-    identifiers, attribute keys from parsers/otlp.py and types; every value is data. -#}
+    previous one's expressions columns, so a value is extracted or copied once, and no expression refers to
+    an alias of its own layer: those are cloned into every use, and such a query took longer to plan than to
+    run. Nothing here throws on any input (the *OrZero/*OrNull conversions), so one odd object cannot fail
+    the others. Jinja splices identifiers, attribute keys from parsers/otlp.py and types; every value is
+    data. -#}
 
 {%- set VALUE = "Tuple(stringValue Nullable(String), boolValue Nullable(Bool), intValue Dynamic, doubleValue Nullable(String), arrayValue Nullable(String), kvlistValue Nullable(String), bytesValue Nullable(String))" -%}
 {%- set ATTRS = "Array(Tuple(key String, value " ~ VALUE ~ "))" -%}
@@ -285,9 +287,7 @@ FROM (
         prompt_version, trace_name, user_id, session_id, tags, release, trace_metadata, public, event_ts,
         min(ifNull(span_ok, false)) OVER (PARTITION BY source_key) AND tree_ok AS object_ok  -- min skips NULLs
     FROM (
-        -- the last columns, and whether Python would write exactly this row. (Every layer refers to the
-        -- columns of the one below: expressions that refer to aliases of their own layer are cloned into
-        -- each use, and planning this query then takes longer than running it.)
+        -- the last columns, and whether Python would write exactly this row
         SELECT
             *,
             if(empty(cost_details), NULL,
