@@ -28,8 +28,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -104,8 +105,8 @@ def ledger_states(ch: ClickHouse, keys: list[str], db: str = DATABASE) -> dict[s
     return {r["source_key"]: r["status"] for r in rows}
 
 
-def _fetch_and_parse(s3, bucket: str, key: str, settings: Settings, parsers: Executor | None) -> _Fetched:
-    """GET one object (in a thread) and parse it (in ``parsers``, a process pool, when given)."""
+def _fetch_and_parse(s3, bucket: str, key: str, settings: Settings, parsers: ParserPool) -> _Fetched:
+    """GET one object (in a thread) and parse it (in ``parsers``)."""
     outcome = Outcome(key=key, status="quarantined")
     try:
         raw = parse_key(key, settings.raw_prefix)
@@ -161,15 +162,11 @@ def _parsed(outcome: Outcome, result: tuple[str, dict[str, bytes]]) -> _Fetched:
     return _Fetched(outcome, tables)
 
 
-def _parse(parsers: Executor | None, raw: RawKey, data: bytes, limits: tuple[int, int]):
-    if parsers is None:
-        return parse_to_arrow(raw, data, limits)
-    for _attempt in range(2):
-        try:
-            return parsers.submit(parse_to_arrow, raw, data, limits).result()
-        except BrokenProcessPool:
-            parsers = _parser_pool(renew=parsers)  # a worker died (killed, out of memory): new pool, once
-    return "the parser process died on this object twice (out of memory or a crash)", {}
+def _parse(parsers: ParserPool, raw: RawKey, data: bytes, limits: tuple[int, int]):
+    try:
+        return parsers.run(parse_to_arrow, raw, data, limits)
+    except BrokenProcessPool:
+        return "the parser process died on this object twice (out of memory or a crash)", {}
 
 
 def parse_to_arrow(raw: RawKey, data: bytes, limits: tuple[int, int]) -> tuple[str, dict[str, bytes]]:
@@ -202,9 +199,6 @@ def parse_to_arrow(raw: RawKey, data: bytes, limits: tuple[int, int]) -> tuple[s
     return "", payload
 
 
-_PARSERS: ProcessPoolExecutor | None = None
-
-
 def _die_with_parent() -> None:
     """Worker initializer: a parser process must not outlive a run that was killed (it would hold pipes
     and memory). A watchdog thread exits as soon as the worker is re-parented."""
@@ -218,25 +212,59 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _parser_pool(renew: Executor | None = None) -> Executor | None:
-    """One pool of parser processes per process, or None where that is not possible (then threads parse).
+class ParserPool:
+    """Parser worker processes for one load, started on first use and always shut down with it.
 
-    Workers are forked (spawn/forkserver would re-import the main module of every caller, which scripts
-    and ``python -c`` cannot all tolerate); they only run parser code, never chDB, and die with their
-    parent.
+    Parsing is CPU work the GIL would serialise, so it runs in forked processes (spawn/forkserver would
+    re-import the caller's main module, which scripts and ``python -c`` cannot all tolerate); workers only
+    run parser code, never chDB, and die with their parent. One core, or not Linux: the calling thread
+    parses. The pool must not outlive the load: a Dagster run is a multiprocessing child, which joins its
+    children before the executor's own exit hook would stop them, so an idle pool kept the run (and two
+    parser processes) alive for good.
     """
-    global _PARSERS
-    if renew is not None and renew is _PARSERS:
-        _PARSERS.shutdown(wait=False, cancel_futures=True)
-        _PARSERS = None
-    workers = os.cpu_count() or 1
-    if workers < 2 or not sys.platform.startswith("linux"):
-        return None
-    if _PARSERS is None:
-        _PARSERS = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_die_with_parent
-        )
-    return _PARSERS
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._enabled = enabled and (os.cpu_count() or 1) >= 2 and sys.platform.startswith("linux")
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable, *args):
+        """``fn(*args)`` in a worker, or in this thread. A worker that dies (killed, out of memory) breaks
+        its pool: a new one takes the call once more, then BrokenProcessPool is the caller's."""
+        if not self._enabled:
+            return fn(*args)
+        for attempt in range(2):
+            executor = self._current()
+            try:
+                return executor.submit(fn, *args).result()
+            except BrokenProcessPool:
+                self._discard(executor)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _current(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(
+                    max_workers=os.cpu_count() or 1,
+                    mp_context=multiprocessing.get_context("fork"),
+                    initializer=_die_with_parent,
+                )
+            return self._executor
+
+    def _discard(self, broken: ProcessPoolExecutor) -> None:
+        """Drop ``broken`` (threads that saw the same pool break replace it once, not once each)."""
+        with self._lock:
+            if self._executor is broken:
+                self._executor = None
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
 
 
 def _with_load_id(table: pa.Table, load_id: str) -> pa.Table:
@@ -314,7 +342,7 @@ def _map_in_clickhouse(
     load_id: str,
     mapping: list[_Fetched],
     settings: Settings,
-    parsers: Executor | None,
+    parsers: ParserPool,
     report: LoadReport,
 ) -> list[_Fetched]:
     """Let ClickHouse map the OTLP/JSON objects; parse in Python those it does not take (returned, to be
@@ -366,8 +394,8 @@ def load_objects(
                 {"keys": crashed},
             )
 
-    parsers = _parser_pool() if len(todo) > 1 else None
-    with ThreadPoolExecutor(max_workers=fetch_threads) as pool:
+    parsers = ParserPool(enabled=len(todo) > 1)
+    with ThreadPoolExecutor(max_workers=fetch_threads) as pool, closing(parsers):
         fetched = _bounded_map(
             pool,
             lambda k: _fetch_and_parse(s3, settings.raw_bucket, k, settings, parsers),

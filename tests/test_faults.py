@@ -11,7 +11,7 @@ import pytest
 from orchestration.clickhouse import open_clickhouse, query_rows, query_scalar
 from orchestration.generate import generate
 from orchestration.loader import load_objects
-from orchestration.local_s3 import LocalS3, ensure_bucket
+from orchestration.local_s3 import LocalS3, ensure_bucket, s3_client
 from orchestration.models import load_models, rebuild
 from orchestration.propagation import propagate
 from orchestration.schema import apply_migrations
@@ -116,17 +116,52 @@ def test_loads_and_propagation_retry_with_backoff():
         assert policy is not None and policy.max_retries >= 2 and policy.backoff is not None
 
 
-def test_a_killed_parser_process_is_replaced(env, s3, ch):
+def test_a_killed_parser_process_is_replaced(env, s3, ch, monkeypatch):
+    """A parser process dying mid-load (killed, out of memory): its object is parsed again in a new pool."""
     from orchestration import loader
 
-    first = generate(s3, env.raw_bucket, "", objects=3, traces_per_object=2, seed=21).keys
-    assert load_objects(ch, s3, first, env, run_id="t").count("loaded") == 3
-    pool = loader._PARSERS
-    if (os.cpu_count() or 1) < 2:  # one core: objects are parsed in threads, there is no pool to break
-        assert pool is None
-        return
-    for process in list(pool._processes.values()):
-        process.kill()
-    more = generate(s3, env.raw_bucket, "", objects=3, traces_per_object=2, seed=22).keys
-    report = load_objects(ch, s3, more, env, run_id="t")
-    assert report.count("loaded") == 3 and loader._PARSERS is not pool
+    formats = ("otlp_proto", "ingestion")  # parsed in Python (OTLP/JSON is mapped in ClickHouse)
+    keys = generate(s3, env.raw_bucket, "", objects=4, traces_per_object=2, formats=formats, seed=21).keys
+    executors = []
+    run = loader.ParserPool.run
+
+    def run_then_kill_the_first_pool(self, fn, *args):
+        result = run(self, fn, *args)
+        if self._executor is not None and self._executor not in executors:
+            executors.append(self._executor)
+            if len(executors) == 1:
+                for process in list(self._executor._processes.values()):
+                    process.kill()
+        return result
+
+    monkeypatch.setattr(loader.ParserPool, "run", run_then_kill_the_first_pool)
+    report = load_objects(ch, s3, keys, env, run_id="t")
+    assert report.count("loaded") == 4
+    assert len(executors) == (2 if (os.cpu_count() or 1) >= 2 else 0)  # one core: the thread parses
+
+
+def _load_in_a_spawned_child(keys: list[str], environ: dict[str, str]) -> None:
+    os.environ.update(environ)
+    settings = load_settings()
+    with open_clickhouse(None, settings.chdb_path) as ch:
+        apply_migrations(ch)
+        report = load_objects(ch, s3_client(settings.s3_endpoint_url), keys, settings, run_id="child")
+        assert report.count("loaded") == len(keys)
+
+
+def test_a_run_process_exits_when_its_load_is_done(env, s3):
+    """Dagster runs are multiprocessing children; one that loaded objects must exit, not wait on parser
+    processes (it did: two idle workers kept every run process alive, ~1.3 GB each)."""
+    import multiprocessing
+
+    formats = ("otlp_proto", "ingestion", "otlp_json")
+    keys = generate(s3, env.raw_bucket, "", objects=3, traces_per_object=2, formats=formats, seed=5).keys
+    child = multiprocessing.get_context("spawn").Process(
+        target=_load_in_a_spawned_child, args=(keys, dict(os.environ))
+    )
+    child.start()
+    child.join(timeout=120)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0
