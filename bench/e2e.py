@@ -1,6 +1,8 @@
 """End to end through Dagster as ``tracehouse dev`` deploys it: ``dagster dev`` (daemon, sensor, queued runs,
-embedded chDB), objects landing at a steady rate, and the time from an object's upload to its ``loaded``
-ledger row. The chDB folder is only read after Dagster has stopped (one process per folder)."""
+embedded chDB). Two phases: objects landing at a steady rate (the time from an object's upload to its
+``loaded`` ledger row), then a burst of objects at once (the spans/s the sensor and its runs sustain,
+start-up of every run included). The chDB folder is only read after Dagster has stopped (one process per
+folder)."""
 
 from __future__ import annotations
 
@@ -46,8 +48,16 @@ def _loaded_keys(instance: dg.DagsterInstance) -> set[str]:
     return keys
 
 
+def _wait_loaded(instance: dg.DagsterInstance, keys: set[str], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not keys <= _loaded_keys(instance):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"objects not loaded within {timeout:.0f}s")
+        time.sleep(1)
+
+
 def run_e2e(
-    home: Path, s3, seconds: float, say: Callable[[str], None], interval: float = 2.0
+    home: Path, s3, seconds: float, say: Callable[[str], None], interval: float = 2.0, burst: int = 40
 ) -> dict[str, Any]:
     from orchestration.cli import _write_dagster_home, dagster_dev_command
     from orchestration.settings import load_settings
@@ -79,12 +89,16 @@ def run_e2e(
             time.sleep(max(0.0, started + i * interval - time.time()))
         say(f"e2e: {len(put_at)} objects written; waiting for their runs")
         with dg.DagsterInstance.get() as instance:
-            deadline = time.monotonic() + 600
-            while not set(put_at) <= _loaded_keys(instance):
-                if time.monotonic() > deadline:
-                    raise TimeoutError("objects not loaded within 10 minutes")
-                time.sleep(2)
+            _wait_loaded(instance, set(put_at))
             runs = len(instance.get_runs(filters=dg.RunsFilter(job_name=LOAD_JOB_NAME)))
+            say(f"e2e: a burst of {burst} objects at once")
+            burst_written = generate(
+                s3, bucket, "", objects=burst, traces_per_object=200, projects=("e2e-burst",),
+                formats=("otlp_json",), compress=True, payload_bytes=2200, late_updates=False, seed=10_000,
+            )  # fmt: skip
+            burst_at = time.time()
+            _wait_loaded(instance, set(burst_written.keys))
+            burst_runs = len(instance.get_runs(filters=dg.RunsFilter(job_name=LOAD_JOB_NAME))) - runs
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -100,6 +114,9 @@ def run_e2e(
             "FROM tracehouse.ingest_ledger "
             "WHERE status = 'loaded' GROUP BY source_key",
         )
+    burst_rows = [r for r in rows if r["source_key"] in set(burst_written.keys)]
+    burst_spans = sum(r["spans"] for r in burst_rows)
+    burst_seconds = max(r["at"].replace(tzinfo=UTC).timestamp() for r in burst_rows) - burst_at
     loaded = {r["source_key"]: r for r in rows if r["source_key"] in put_at}
     latencies = sorted(
         (loaded[k]["at"].replace(tzinfo=UTC) - datetime.fromtimestamp(t, UTC)).total_seconds()
@@ -119,4 +136,12 @@ def run_e2e(
         "latency_p50_s": round(statistics.median(latencies), 1),
         "latency_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 1),
         "latency_max_s": round(latencies[-1], 1),
+        "burst": {
+            "objects": burst,
+            "spans": burst_spans,
+            "mb": round(burst_written.bytes / 1e6, 1),
+            "runs": burst_runs,
+            "seconds": round(burst_seconds, 1),
+            "spans_per_s": round(burst_spans / burst_seconds),
+        },
     }

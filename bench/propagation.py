@@ -70,9 +70,9 @@ def add_history(ch: ClickHouse, rows: int, db: str = DATABASE) -> None:
     )
 
 
-def add_window(ch: ClickHouse, rows: int, db: str = DATABASE, objects: int = 200, days_ago: int = 0) -> None:
+def add_window(ch: ClickHouse, rows: int, db: str = DATABASE, objects: int = 200, days_ago: int = 0) -> str:
     """One window of committed loads: ``rows`` observations in ``objects`` objects, trace attrs on spans,
-    starting ``days_ago`` days before now."""
+    starting ``days_ago`` days before now. Returns its load id."""
     load = uuid.uuid4().hex
     ago_ms = days_ago * 86_400_000
     ch.command(
@@ -101,6 +101,7 @@ def add_window(ch: ClickHouse, rows: int, db: str = DATABASE, objects: int = 200
         FROM numbers({objects})
         """  # noqa: S608
     )
+    return load
 
 
 def settle(ch: ClickHouse, timeout: float = 600.0, quiet: float | None = None) -> float:
