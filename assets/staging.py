@@ -109,8 +109,11 @@ def staging_tables(
         for keys in batches:
             part = load_objects(ch, client, keys, settings, run_id=context.run.run_id)
             report.outcomes += part.outcomes
+            report.notes += part.notes
         for o in report.quarantined:
             context.log.warning(f"quarantined {o.key}: {o.reason}")
+        for note in report.notes:
+            context.log.warning(note)
         context.log.info(
             f"loaded {report.count('loaded')} objects ({report.bytes_loaded} bytes), quarantined "
             f"{report.count('quarantined')}, skipped {report.count('skipped')} already done"

@@ -160,6 +160,7 @@ def run_once(no_delay: bool) -> None:
                         on_object=lambda _o: progress.advance(task),
                     )
                     report.outcomes += part.outcomes
+                    report.notes += part.notes
                 windows = progress.add_task("propagating windows", total=None)
                 propagated = propagate(
                     ch,
@@ -362,6 +363,8 @@ def _print_load_summary(report) -> None:
     )
     for outcome in report.quarantined:
         Console().print(f"[yellow]quarantined[/] {outcome.key}: {outcome.reason}")
+    for note in report.notes:
+        Console().print(f"[yellow]note[/] {note}")
 
 
 @main.command()

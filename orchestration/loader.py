@@ -233,15 +233,18 @@ class ParserPool:
         its pool: a new one takes the call once more, then BrokenProcessPool is the caller's."""
         if not self._enabled:
             return fn(*args)
-        for attempt in range(2):
-            executor = self._current()
-            try:
-                return executor.submit(fn, *args).result()
-            except BrokenProcessPool:
-                self._discard(executor)
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            return self._submit(fn, *args)
+        except BrokenProcessPool:
+            return self._submit(fn, *args)
+
+    def _submit(self, fn: Callable, *args):
+        executor = self._current()
+        try:
+            return executor.submit(fn, *args).result()
+        except BrokenProcessPool:
+            self._discard(executor)
+            raise
 
     def _current(self) -> ProcessPoolExecutor:
         with self._lock:
