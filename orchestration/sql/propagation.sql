@@ -15,8 +15,9 @@ SELECT source_key FROM ({{ committed() }})
 SELECT project_id, trace_id FROM {{ db }}.propagation_keys WHERE propagation_id = {pid:String} AND kind = 'trace'
 {%- endmacro %}
 
+{#- The observations a propagation writes, for `IN` (which makes them distinct itself). -#}
 {%- macro keys() -%}
-SELECT DISTINCT project_id, id FROM {{ db }}.propagation_keys
+SELECT project_id, id FROM {{ db }}.propagation_keys
 WHERE propagation_id = {pid:String} AND kind IN ('observation', 'repair')
 {%- endmacro %}
 
@@ -144,8 +145,12 @@ WHERE propagation_id = {pid:String} AND kind = 'observation' AND versions = 1
                                WHERE propagation_id = {pid:String} AND kind IN ('existing', 'repair'))
 {%- endmacro %}
 
-{%- macro count_merge_keys() -%}
-SELECT count() FROM ({{ keys() }}) WHERE (project_id, id) NOT IN ({{ simple_keys() }})
+{#- What decides between the plain insert and the merge: keys to repair, keys already in events, and the most
+    versions one observation has in the window. -#}
+{%- macro key_summary() -%}
+SELECT countIf(kind = 'repair') AS repair, countIf(kind = 'existing') AS existing,
+       maxIf(versions, kind = 'observation') AS versions
+FROM {{ db }}.propagation_keys WHERE propagation_id = {pid:String}
 {%- endmacro %}
 
 {%- macro staging_versions() -%}
@@ -163,7 +168,7 @@ INNER JOIN (
     trace's latest attributes. The events_core view runs in the same insert. -#}
 {%- macro insert_rows(merged, source_version='greatest(m.committed_max, t.updated_at)') -%}
 INSERT INTO {{ db }}.events ({{ event_columns | join(', ') }})
-SETTINGS parallel_view_processing = 1
+SETTINGS parallel_view_processing = 1, max_insert_threads = {{ insert_threads }}
 SELECT {{ select_list | join(',\n    ') | replace('__source_version__', source_version) }}
 FROM ({{ merged }}) AS m
 LEFT JOIN ({{ latest_attributes(touched_traces()) }}) AS t
