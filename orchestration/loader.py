@@ -84,8 +84,9 @@ class LoadReport:
 class _Fetched:
     outcome: Outcome
     tables: dict[str, pa.Table] = field(default_factory=dict)  # staging table -> rows of this object
+    raw: RawKey | None = None
     mapping: otlp_json.RawObject | None = None  # decoded OTLP/JSON for ClickHouse to map
-    data: bytes = b""  # the object as fetched, for Python if ClickHouse does not take it
+    data: bytes = b""  # the object as fetched, for the Python parser
 
     @property
     def weight(self) -> int:
@@ -105,8 +106,8 @@ def ledger_states(ch: ClickHouse, keys: list[str], db: str = DATABASE) -> dict[s
     return {r["source_key"]: r["status"] for r in rows}
 
 
-def _fetch_and_parse(s3, bucket: str, key: str, settings: Settings, parsers: ParserPool) -> _Fetched:
-    """GET one object (in a thread) and parse it (in ``parsers``)."""
+def _fetch(s3, bucket: str, key: str, settings: Settings) -> _Fetched:
+    """GET one object (in a fetch thread). Parsing happens later, driven from the loading thread."""
     outcome = Outcome(key=key, status="quarantined")
     try:
         raw = parse_key(key, settings.raw_prefix)
@@ -139,34 +140,32 @@ def _fetch_and_parse(s3, bucket: str, key: str, settings: Settings, parsers: Par
             outcome.reason = str(exc)
             return _Fetched(outcome)
         outcome.status = "mapping"
-        return _Fetched(outcome, mapping=otlp_json.RawObject(key, raw.project_id, decoded), data=data)
-    return _parsed(outcome, _parse(parsers, raw, data, _limits(settings)))
+        mapping = otlp_json.RawObject(key, raw.project_id, decoded)
+        return _Fetched(outcome, raw=raw, mapping=mapping, data=data)
+    outcome.status = "parsing"
+    return _Fetched(outcome, raw=raw, data=data)
 
 
-def _limits(settings: Settings) -> tuple[int, int]:
-    return settings.max_object_bytes, settings.max_record_bytes
+_DIED_TWICE = "the parser process died on this object twice (out of memory or a crash)"
 
 
-def _parsed(outcome: Outcome, result: tuple[str, dict[str, bytes]]) -> _Fetched:
-    reason, payload = result
-    if reason:
-        outcome.status, outcome.reason = "quarantined", reason
-        return _Fetched(outcome)
-    tables = {name: pa.ipc.open_stream(blob).read_all() for name, blob in payload.items()}
-    outcome.status = "loaded"
-    outcome.observations, outcome.traces, outcome.scores = (
-        tables["observations_staging"].num_rows,
-        tables["traces_staging"].num_rows,
-        tables["scores_staging"].num_rows,
-    )
-    return _Fetched(outcome, tables)
-
-
-def _parse(parsers: ParserPool, raw: RawKey, data: bytes, limits: tuple[int, int]):
-    try:
-        return parsers.run(parse_to_arrow, raw, data, limits)
-    except BrokenProcessPool:
-        return "the parser process died on this object twice (out of memory or a crash)", {}
+def _parse_all(parsers: ParserPool, items: list[_Fetched], settings: Settings) -> None:
+    """Parse ``items`` in Python (in parallel workers), filling their tables and outcomes in place."""
+    limits = (settings.max_object_bytes, settings.max_record_bytes)
+    results = parsers.map(parse_to_arrow, [(item.raw, item.data, limits) for item in items])
+    for item, result in zip(items, results, strict=True):
+        reason, payload = result or (_DIED_TWICE, {})
+        item.data = b""
+        if reason:
+            item.outcome.status, item.outcome.reason = "quarantined", reason
+            continue
+        item.tables = {name: pa.ipc.open_stream(blob).read_all() for name, blob in payload.items()}
+        item.outcome.status = "loaded"
+        item.outcome.observations, item.outcome.traces, item.outcome.scores = (
+            item.tables["observations_staging"].num_rows,
+            item.tables["traces_staging"].num_rows,
+            item.tables["scores_staging"].num_rows,
+        )
 
 
 def parse_to_arrow(raw: RawKey, data: bytes, limits: tuple[int, int]) -> tuple[str, dict[str, bytes]]:
@@ -215,59 +214,62 @@ def _die_with_parent() -> None:
 class ParserPool:
     """Parser worker processes for one load, started on first use and always shut down with it.
 
-    Parsing is CPU work the GIL would serialise, so it runs in forked processes (spawn/forkserver would
-    re-import the caller's main module, which scripts and ``python -c`` cannot all tolerate); workers only
-    run parser code, never chDB, and die with their parent. One core, or not Linux: the calling thread
-    parses. The pool must not outlive the load: a Dagster run is a multiprocessing child, which joins its
-    children before the executor's own exit hook would stop them, so an idle pool kept the run (and two
-    parser processes) alive for good.
+    Parsing is CPU work the GIL would serialise, so it runs in forked worker processes (spawn/forkserver
+    would re-import the caller's main module, which scripts cannot all tolerate). Workers only run parser
+    code, never chDB, and die with their parent. Forks happen in the loading thread only (fetch threads
+    only GET): a pool replaced from a fetch thread once forked while another thread held a lock, and the
+    worker hung. One core, or not Linux: the calling thread parses. The pool must not outlive the load: a
+    Dagster run is a multiprocessing child, which joins its children before the executor's own exit hook
+    would stop them, so an idle pool kept the run (and two parser processes) alive for good.
     """
 
     def __init__(self, enabled: bool = True) -> None:
         self._enabled = enabled and (os.cpu_count() or 1) >= 2 and sys.platform.startswith("linux")
         self._executor: ProcessPoolExecutor | None = None
-        self._lock = threading.Lock()
 
-    def run(self, fn: Callable, *args):
-        """``fn(*args)`` in a worker, or in this thread. A worker that dies (killed, out of memory) breaks
-        its pool: a new one takes the call once more, then BrokenProcessPool is the caller's."""
+    def map(self, fn: Callable, calls: list[tuple]) -> list:
+        """``fn(*args)`` for every ``args`` of ``calls``, in parallel workers or in this thread. A worker that
+        dies (killed, out of memory) breaks its pool: the calls it took down run once more in a new pool,
+        one by one; those that break that one too give None."""
         if not self._enabled:
-            return fn(*args)
-        try:
-            return self._submit(fn, *args)
-        except BrokenProcessPool:
-            return self._submit(fn, *args)
+            return [fn(*args) for args in calls]
+        executor = self._current()
+        futures = [executor.submit(fn, *args) for args in calls]
+        results = []
+        for args, future in zip(calls, futures, strict=True):
+            try:
+                results.append(future.result())
+            except BrokenProcessPool:
+                self._discard(executor)
+                results.append(self._retry(fn, args))
+        return results
 
-    def _submit(self, fn: Callable, *args):
+    def _retry(self, fn: Callable, args: tuple):
         executor = self._current()
         try:
             return executor.submit(fn, *args).result()
         except BrokenProcessPool:
             self._discard(executor)
-            raise
+            return None
 
     def _current(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._executor is None:
-                self._executor = ProcessPoolExecutor(
-                    max_workers=os.cpu_count() or 1,
-                    mp_context=multiprocessing.get_context("fork"),
-                    initializer=_die_with_parent,
-                )
-            return self._executor
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=os.cpu_count() or 1,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=_die_with_parent,
+            )
+        return self._executor
 
     def _discard(self, broken: ProcessPoolExecutor) -> None:
-        """Drop ``broken`` (threads that saw the same pool break replace it once, not once each)."""
-        with self._lock:
-            if self._executor is broken:
-                self._executor = None
+        if self._executor is broken:  # its other calls see the same breakage: replace it once
+            self._executor = None
         broken.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
-        with self._lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor = None
 
 
 def _with_load_id(table: pa.Table, load_id: str) -> pa.Table:
@@ -355,18 +357,16 @@ def _map_in_clickhouse(
     except Exception as exc:  # a mapping bug must not stop ingestion: Python maps every object instead
         report.notes.append(f"ClickHouse did not map {len(mapping)} OTLP/JSON objects ({exc}); Python did")
         taken = {}
-    parsed = []
+    declined = []
     for item in mapping:
+        item.mapping = None
         if item.outcome.key in taken:
             item.outcome.status, item.outcome.observations = "loaded", taken[item.outcome.key]
+            item.data = b""
         else:
-            raw = parse_key(item.outcome.key, settings.raw_prefix)
-            done = _parsed(item.outcome, _parse(parsers, raw, item.data, _limits(settings)))
-            item.tables = done.tables
-            if item.tables:
-                parsed.append(item)
-        item.mapping, item.data = None, b""
-    return parsed
+            declined.append(item)
+    _parse_all(parsers, declined, settings)
+    return [item for item in declined if item.tables]
 
 
 def load_objects(
@@ -400,13 +400,11 @@ def load_objects(
     parsers = ParserPool(enabled=len(todo) > 1)
     with ThreadPoolExecutor(max_workers=fetch_threads) as pool, closing(parsers):
         fetched = _bounded_map(
-            pool,
-            lambda k: _fetch_and_parse(s3, settings.raw_bucket, k, settings, parsers),
-            todo,
-            in_flight=fetch_threads * 2,
+            pool, lambda k: _fetch(s3, settings.raw_bucket, k, settings), todo, in_flight=fetch_threads * 2
         )
         for group in _groups(fetched, group_bytes):
             load_id = uuid.uuid4().hex
+            _parse_all(parsers, [f for f in group if f.outcome.status == "parsing"], settings)
             committing = [f.outcome for f in group if f.outcome.status in ("loaded", "mapping")]
             if committing:
                 ch.insert_arrow(f"{db}.ingest_ledger", _ledger_table(committing, "started", run_id, load_id))

@@ -117,24 +117,25 @@ def test_loads_and_propagation_retry_with_backoff():
 
 
 def test_a_killed_parser_process_is_replaced(env, s3, ch, monkeypatch):
-    """A parser process dying mid-load (killed, out of memory): its object is parsed again in a new pool."""
+    """A parser process dying mid-load (killed, out of memory): its objects are parsed again in a new pool."""
     from orchestration import loader
 
     formats = ("otlp_proto", "ingestion")  # parsed in Python (OTLP/JSON is mapped in ClickHouse)
     keys = generate(s3, env.raw_bucket, "", objects=4, traces_per_object=2, formats=formats, seed=21).keys
     executors = []
-    run = loader.ParserPool.run
+    current = loader.ParserPool._current
 
-    def run_then_kill_the_first_pool(self, fn, *args):
-        result = run(self, fn, *args)
-        if self._executor is not None and self._executor not in executors:
-            executors.append(self._executor)
-            if len(executors) == 1:
-                for process in list(self._executor._processes.values()):
+    def current_whose_first_pool_dies(self):
+        executor = current(self)
+        if executor not in executors:
+            executors.append(executor)
+            if len(executors) == 1:  # the first pool loses its workers once it has some
+                executor.submit(int).result()
+                for process in list(executor._processes.values()):
                     process.kill()
-        return result
+        return executor
 
-    monkeypatch.setattr(loader.ParserPool, "run", run_then_kill_the_first_pool)
+    monkeypatch.setattr(loader.ParserPool, "_current", current_whose_first_pool_dies)
     report = load_objects(ch, s3, keys, env, run_id="t")
     assert report.count("loaded") == 4
     assert len(executors) == (2 if (os.cpu_count() or 1) >= 2 else 0)  # one core: the thread parses
