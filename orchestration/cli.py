@@ -72,6 +72,8 @@ def _write_dagster_home(settings: Settings) -> Path:
 @click.group()
 def main() -> None:
     """tracehouse: raw LLM-trace batches in S3 into query-ready ClickHouse tables, orchestrated by Dagster."""
+    # `kill` unwinds like Ctrl-C, so every command stops the SeaweedFS and Dagster processes it started
+    signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 @main.command()
@@ -91,11 +93,13 @@ def dev(port: int, demo: bool, demo_interval: float) -> None:
         if demo:
             threading.Thread(target=_demo_loop, args=(settings, demo_interval, stop), daemon=True).start()
         console.print(f"[bold green]tracehouse[/] UI on http://127.0.0.1:{port}  (data in {settings.home})")
-        process = subprocess.Popen(dagster_dev_command(port))
-        signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops Dagster and SeaweedFS too
+        process = None
         try:
+            process = subprocess.Popen(dagster_dev_command(port))
             process.wait()
         except KeyboardInterrupt:
+            if process is None:
+                raise
             process.send_signal(signal.SIGINT)
             try:
                 process.wait(timeout=30)

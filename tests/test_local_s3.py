@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
 
 from orchestration import local_s3
 from orchestration.local_s3 import LocalS3, free_port
@@ -42,3 +51,35 @@ def test_a_port_taken_between_pick_and_bind_means_a_new_start_not_a_failure(tmp_
             server.client().put_object(Bucket="tracehouse-health", Key="again", Body=b"ok")
     finally:
         squatter.close()
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["dev", "--no-demo", "--port", str(free_port())], ["generate", "--objects", "100000"]],
+    ids=["dev", "generate"],
+)
+def test_terminating_a_command_stops_the_processes_it_started(tmp_path, arguments):
+    """`kill` (SIGTERM, what systemd and Docker send) must not leave SeaweedFS or Dagster running."""
+    env = {k: v for k, v in os.environ.items() if k not in ("S3_ENDPOINT_URL", "CLICKHOUSE_URL")}
+    env["TRACEHOUSE_HOME"] = str(tmp_path / "home")
+    tracehouse = Path(sys.executable).with_name("tracehouse")
+    process = subprocess.Popen(
+        [str(tracehouse), *arguments], env=env, cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL
+    )
+    try:
+        state = tmp_path / "home" / "s3" / "server.json"
+        deadline = time.monotonic() + 60
+        while not state.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert state.exists(), "SeaweedFS did not start"
+        time.sleep(3)  # into the command's own work (`dagster dev` start-up, writing objects)
+        assert process.poll() is None, "the command ended before it could be terminated"
+        started = psutil.Process(process.pid).children(recursive=True)
+        assert started, "the command started no child processes"
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        _, alive = psutil.wait_procs(started, timeout=30)
+        assert not alive, [p.info for p in alive]
+        assert not state.exists()
+    finally:
+        process.kill()
