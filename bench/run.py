@@ -308,7 +308,7 @@ def _reads(ch: ClickHouse, scale: float, report: Report, say: Callable[[str], No
 
 def _migration(ch: ClickHouse, scale: float, report: Report, say: Callable[[str], None]) -> None:
     legacy = "bench_legacy_migration"
-    observations = int(1_000_000 * scale)
+    observations = int(2_000_000 * scale)  # ~2.7M legacy rows with their duplicate versions
     ch.command(f"DROP DATABASE IF EXISTS {legacy} SYNC")
     generate_legacy(ch, observations, per_trace=8, projects=4, db=legacy)
     source_rows = query_scalar(ch, f"SELECT count() FROM {legacy}.observations")  # noqa: S608
