@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -88,8 +89,12 @@ def s3_client(
     access_key: str | None = None,
     secret_key: str | None = None,
     region: str | None = None,
+    patient: bool = True,
 ):
-    """A boto3 client with path-style addressing (what SeaweedFS and most S3 clones need)."""
+    """A boto3 client with path-style addressing (what SeaweedFS and most S3 clones need).
+
+    ``patient=False`` is for probing: one attempt with short timeouts instead of retries over minutes.
+    """
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url,
@@ -98,8 +103,10 @@ def s3_client(
         region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
         config=Config(
             s3={"addressing_style": "path"},
-            retries={"max_attempts": 5, "mode": "standard"},
+            retries={"max_attempts": 5 if patient else 1, "mode": "standard"},
             max_pool_connections=32,
+            connect_timeout=60 if patient else 2,
+            read_timeout=60 if patient else 5,
         ),
     )
 
@@ -131,6 +138,16 @@ def _why_it_stopped(path: Path) -> str:
     return "\n".join((errors or lines)[-15:])
 
 
+def _low_disk(path: Path) -> str | None:
+    """The volume server's low-disk complaint of the latest start ("disk free 0.8% < required 1%")."""
+    try:
+        text = path.read_text(errors="replace").rsplit(_START_MARK, 1)[-1]
+    except OSError:
+        return None
+    found = re.search(r"disk free (.+?< required \S+)", text)
+    return f"free {found.group(1)}" if found else None
+
+
 def _pick_ports() -> dict[str, int]:
     names = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
     ports: dict[str, int] = {}
@@ -139,7 +156,16 @@ def _pick_ports() -> dict[str, int]:
     return ports
 
 
-def _spawn_weed(data_dir: Path, config: Path, ports: dict[str, int], log_path: Path) -> subprocess.Popen:
+# SeaweedFS's own default keeps 1% of the disk free and sizes its volume slots from the free space, so on a
+# big, nearly full shared disk it accepts no write at all. Dev and test data is small: a fixed number of
+# (lazily allocated) slots and an absolute floor let it run wherever a few hundred MB are free.
+MIN_FREE_SPACE = "100MiB"
+_VOLUME_SLOTS = 500
+
+
+def _spawn_weed(
+    data_dir: Path, config: Path, ports: dict[str, int], log_path: Path, min_free_space: str
+) -> subprocess.Popen:
     args = [
         weed_binary(),
         "server",
@@ -159,7 +185,8 @@ def _spawn_weed(data_dir: Path, config: Path, ports: dict[str, int], log_path: P
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         "-master.volumeSizeLimitMB=64",
-        "-volume.max=0",
+        f"-volume.max={_VOLUME_SLOTS}",
+        f"-volume.minFreeSpace={min_free_space}",
         "-iam=false",
         "-volume.preStopSeconds=0",
     ]
@@ -200,7 +227,7 @@ class LocalS3:
         return cls.start(data_dir)
 
     @classmethod
-    def start(cls, data_dir: Path, timeout: float = 60.0) -> LocalS3:
+    def start(cls, data_dir: Path, timeout: float = 60.0, min_free_space: str = MIN_FREE_SPACE) -> LocalS3:
         data_dir = Path(data_dir).resolve()
         (data_dir / "weed").mkdir(parents=True, exist_ok=True)
         access, secret = _credentials(data_dir)
@@ -222,7 +249,7 @@ class LocalS3:
         log_path = data_dir / "weed.log"
         for attempt in range(1, 4):
             ports = _pick_ports()
-            process = _spawn_weed(data_dir, config, ports, log_path)
+            process = _spawn_weed(data_dir, config, ports, log_path, min_free_space)
             server = cls(data_dir, f"http://127.0.0.1:{ports['s3']}", access, secret, process)
             try:
                 server._wait_ready(timeout)
@@ -240,14 +267,21 @@ class LocalS3:
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        client = self.client()
+        # short timeouts: a server that cannot place a write holds the request ~30 s before it answers
+        client = s3_client(self.endpoint_url, self.access_key, self.secret_key, patient=False)
+        log_path = self.data_dir / "weed.log"
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                why = _why_it_stopped(self.data_dir / "weed.log")
+                why = _why_it_stopped(log_path)
                 error = _PortTaken if "address already in use" in why else RuntimeError
-                raise error(
-                    f"SeaweedFS exited with {self.process.returncode} ({self.data_dir}/weed.log):\n{why}"
+                raise error(f"SeaweedFS exited with {self.process.returncode} ({log_path}):\n{why}")
+            disk_full = _low_disk(log_path)
+            if disk_full:
+                self.stop()
+                raise RuntimeError(
+                    f"SeaweedFS refuses every write, the disk under {self.data_dir} is too full "
+                    f"({disk_full}); free some space and start again"
                 )
             try:
                 client.list_buckets()
@@ -259,7 +293,10 @@ class LocalS3:
                 last = exc
                 time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"SeaweedFS did not become ready in {timeout:.0f}s: {last}")
+        raise RuntimeError(
+            f"SeaweedFS did not become ready in {timeout:.0f}s: {last}\n"
+            f"last lines of {log_path}:\n{_why_it_stopped(log_path)}"
+        )
 
     def env(self) -> dict[str, str]:
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +52,16 @@ def test_a_port_taken_between_pick_and_bind_means_a_new_start_not_a_failure(tmp_
             server.client().put_object(Bucket="tracehouse-health", Key="again", Body=b"ok")
     finally:
         squatter.close()
+
+
+def test_a_disk_too_full_to_write_is_named_as_the_reason_quickly(tmp_path):
+    """SeaweedFS accepts connections but no write when its disk is low: say so, do not time out vaguely."""
+    more_than_is_free = f"{shutil.disk_usage(tmp_path).free // 2**30 * 2 + 1}GiB"
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="disk under .* is too full"):
+        LocalS3.start(tmp_path / "s3", timeout=120, min_free_space=more_than_is_free)
+    assert time.monotonic() - started < 90
+    assert not (tmp_path / "s3" / "server.json").exists()
 
 
 @pytest.mark.parametrize(
