@@ -7,7 +7,6 @@ folder)."""
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import subprocess
 import time
@@ -23,6 +22,7 @@ import dagster as dg
 from orchestration.clickhouse import open_clickhouse, query_rows
 from orchestration.generate import generate
 from orchestration.local_s3 import ensure_bucket, free_port
+from orchestration.processes import stop_tree
 from sensors.raw_bucket import LOAD_JOB_NAME
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,11 +100,8 @@ def run_e2e(
             _wait_loaded(instance, set(burst_written.keys))
             burst_runs = len(instance.get_runs(filters=dg.RunsFilter(job_name=LOAD_JOB_NAME))) - runs
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if not stop_tree(process, grace=60):
+            say("e2e: `dagster dev` did not stop within 60 s of SIGINT; its processes were killed")
         log.close()
         restore.stop()
     with open_clickhouse(None, settings.chdb_path) as ch:

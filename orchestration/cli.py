@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from orchestration.processes import stop_tree
 from orchestration.settings import Settings, load_settings
 
 console = Console(stderr=True)
@@ -100,11 +101,7 @@ def dev(port: int, demo: bool, demo_interval: float) -> None:
         except KeyboardInterrupt:
             if process is None:
                 raise
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_tree(process, grace=30)
         finally:
             stop.set()
 

@@ -1,0 +1,58 @@
+"""Stopping a child process together with everything it started.
+
+``dagster dev`` runs a webserver, a daemon and code servers as its own children. Killing only ``dagster
+dev`` when it does not stop in time leaves those running (holding ports, the chDB folder and memory) with
+nobody to stop them, so the fallback kills the whole tree.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import psutil
+
+
+def stop_tree(process: subprocess.Popen, grace: float) -> bool:
+    """SIGINT ``process`` (a clean shutdown of its own children), then SIGKILL the whole tree if it is not
+    gone after ``grace`` seconds or if this thread is interrupted while waiting.
+
+    Returns True when the process stopped on its own.
+    """
+    try:
+        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    if process.poll() is not None:
+        _kill(tree)  # the parent is gone already; its children may not be
+        return True
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=grace)
+        _, alive = psutil.wait_procs(tree, timeout=grace)
+        _kill(alive)
+        return not alive
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        _kill(tree + _descendants(tree))
+        process.wait()
+        return False
+
+
+def _descendants(tree: list[psutil.Process]) -> list[psutil.Process]:
+    """Children started since ``tree`` was taken (a code server restarted during shutdown)."""
+    found = []
+    for proc in tree:
+        try:
+            found += proc.children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def _kill(procs: list[psutil.Process]) -> None:
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(procs, timeout=10)

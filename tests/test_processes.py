@@ -1,0 +1,51 @@
+"""stop_tree leaves nothing behind: not the process, not what it started, even when it ignores SIGINT."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import psutil
+
+from orchestration.processes import stop_tree
+
+# A parent that starts a grandchild (like `dagster dev` starts its webserver), then waits; on SIGINT it either
+# stops its child and exits, or ignores the signal.
+_CHILD = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)"
+_PARENT = f"""
+import signal, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", {_CHILD!r}])
+print(child.pid, flush=True)
+if sys.argv[1] == "stubborn":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    time.sleep(600)
+try:
+    time.sleep(600)
+except KeyboardInterrupt:
+    child.terminate()
+    child.wait()
+"""
+
+
+def _start(mode: str) -> tuple[subprocess.Popen, int]:
+    process = subprocess.Popen([sys.executable, "-c", _PARENT, mode], stdout=subprocess.PIPE, text=True)
+    child = int(process.stdout.readline())
+    time.sleep(0.3)  # the parent reaches its wait (and its signal disposition) before the test signals it
+    return process, child
+
+
+def test_a_process_that_stops_on_sigint_stops_its_children_itself():
+    process, child = _start("cooperative")
+    assert stop_tree(process, grace=10) is True
+    assert process.returncode is not None
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_process_that_ignores_sigint_is_killed_with_everything_it_started():
+    process, child = _start("stubborn")
+    started = time.monotonic()
+    assert stop_tree(process, grace=1) is False
+    assert time.monotonic() - started < 10
+    assert process.returncode is not None
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
