@@ -314,8 +314,12 @@ def bench(scale: float, only: str, results: Path | None) -> None:
         raise click.BadParameter(
             f"unknown stages {sorted(unknown)}; choose from {STAGES}", param_hint="--only"
         )
+    freed = clear_abandoned_bench_homes(Path(tempfile.gettempdir()))
+    if freed:
+        console.log(f"removed {freed / 1e6:,.0f} MB left by benchmark runs that were killed")
     # a throw-away home: the benchmark never touches the data of `tracehouse dev`
-    with tempfile.TemporaryDirectory(prefix="tracehouse-bench-") as home:
+    with tempfile.TemporaryDirectory(prefix=BENCH_HOME_PREFIX) as home:
+        (Path(home) / BENCH_OWNER_FILE).write_text(str(os.getpid()))
         os.environ["TRACEHOUSE_HOME"] = home
         os.environ.pop("S3_ENDPOINT_URL", None)
         with environment() as settings, console.status("benchmarking") as status:
@@ -330,6 +334,34 @@ def bench(scale: float, only: str, results: Path | None) -> None:
                 result = run(ch, client, settings, scale, chosen, say, results or RESULTS, prior)
     console.print(markdown(result))
     console.print(f"written: {results or RESULTS}/latest.json, latest.md")
+
+
+BENCH_HOME_PREFIX = "tracehouse-bench-"
+BENCH_OWNER_FILE = "owner.pid"
+
+
+def clear_abandoned_bench_homes(tmp: Path) -> int:
+    """Remove the homes of benchmark runs whose process is gone (a SIGKILL skips the cleanup, and one run
+    leaves ~30 GB); returns the bytes freed. Homes without an owner file are left alone."""
+    import psutil
+
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    freed = 0
+    for home in tmp.glob(f"{BENCH_HOME_PREFIX}*"):
+        try:
+            owner = int((home / BENCH_OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if running(owner):
+            continue
+        freed += sum(f.stat().st_size for f in home.rglob("*") if f.is_file() and not f.is_symlink())
+        shutil.rmtree(home, ignore_errors=True)
+    return freed
 
 
 def _progress() -> Progress:

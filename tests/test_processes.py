@@ -1,7 +1,8 @@
-"""stop_tree leaves nothing behind: not the process, not what it started, even when it ignores SIGINT."""
+"""Nothing a stopped or killed command started outlives it: not its process tree, not a benchmark home."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -49,3 +50,23 @@ def test_a_process_that_ignores_sigint_is_killed_with_everything_it_started():
     assert time.monotonic() - started < 10
     assert process.returncode is not None
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
+def test_benchmark_homes_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
+    from orchestration.cli import BENCH_HOME_PREFIX, BENCH_OWNER_FILE, clear_abandoned_bench_homes
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    homes = {}
+    for name, owner in (("dead", str(dead.pid)), ("live", str(os.getpid())), ("unowned", None)):
+        home = tmp_path / f"{BENCH_HOME_PREFIX}{name}"
+        (home / "ch").mkdir(parents=True)
+        (home / "ch" / "part.bin").write_bytes(b"x" * 1000)
+        if owner:
+            (home / BENCH_OWNER_FILE).write_text(owner)
+        homes[name] = home
+    (tmp_path / "someone-else").mkdir()
+
+    assert clear_abandoned_bench_homes(tmp_path) >= 1000
+    assert not homes["dead"].exists()
+    assert homes["live"].exists() and homes["unowned"].exists() and (tmp_path / "someone-else").exists()
