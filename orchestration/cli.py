@@ -19,6 +19,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import click
+import psutil
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -343,7 +344,6 @@ BENCH_OWNER_FILE = "owner.pid"
 def clear_abandoned_bench_homes(tmp: Path) -> int:
     """Remove the homes of benchmark runs whose process is gone (a SIGKILL skips the cleanup, and one run
     leaves ~30 GB); returns the bytes freed. Homes without an owner file are left alone."""
-    import psutil
 
     def running(pid: int) -> bool:
         try:
