@@ -19,12 +19,11 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import click
-import psutil
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from orchestration.processes import stop_tree
+from orchestration.processes import running, stop_tree
 from orchestration.settings import Settings, load_settings
 
 console = Console(stderr=True)
@@ -344,13 +343,6 @@ BENCH_OWNER_FILE = "owner.pid"
 def clear_abandoned_bench_homes(tmp: Path) -> int:
     """Remove the homes of benchmark runs whose process is gone (a SIGKILL skips the cleanup, and one run
     leaves ~30 GB); returns the bytes freed. Homes without an owner file are left alone."""
-
-    def running(pid: int) -> bool:
-        try:
-            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-
     freed = 0
     for home in tmp.glob(f"{BENCH_HOME_PREFIX}*"):
         try:

@@ -22,6 +22,8 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
+from orchestration.processes import running
+
 
 def _ephemeral_range() -> tuple[int, int]:
     try:
@@ -53,14 +55,6 @@ def free_port(taken: set[int] | None = None) -> int:
                 continue
         return port
     raise RuntimeError(f"no free loopback port between {low} and {high}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
 
 
 def weed_binary() -> str:
@@ -124,14 +118,21 @@ class _PortTaken(RuntimeError):
 _START_MARK = "--- tracehouse: starting SeaweedFS ---"
 
 
+def _latest_start(path: Path) -> str | None:
+    """What the log holds of the latest start (a data folder's log spans every start), None without a log."""
+    try:
+        return path.read_text(errors="replace").rsplit(_START_MARK, 1)[-1]
+    except OSError:
+        return None
+
+
 def _why_it_stopped(path: Path) -> str:
     """The fatal/error lines of the latest start (glog's ``F``/``E`` prefixes), else its last lines.
 
     A fatal exit is followed by goroutine dumps, so a plain tail would hide the reason.
     """
-    try:
-        text = path.read_text(errors="replace").rsplit(_START_MARK, 1)[-1]
-    except OSError:
+    text = _latest_start(path)
+    if text is None:
         return "(no log)"
     lines = text.splitlines()
     errors = [line for line in lines if line[:1] in ("F", "E") and line[1:5].isdigit()]
@@ -140,11 +141,7 @@ def _why_it_stopped(path: Path) -> str:
 
 def _low_disk(path: Path) -> str | None:
     """The volume server's low-disk complaint of the latest start ("disk free 0.8% < required 1%")."""
-    try:
-        text = path.read_text(errors="replace").rsplit(_START_MARK, 1)[-1]
-    except OSError:
-        return None
-    found = re.search(r"disk free (.+?< required \S+)", text)
+    found = re.search(r"disk free (.+?< required \S+)", _latest_start(path) or "")
     return f"free {found.group(1)}" if found else None
 
 
@@ -216,7 +213,7 @@ class LocalS3:
         state = data_dir / "server.json"
         if state.exists():
             info = json.loads(state.read_text())
-            if _alive(info["pid"]):
+            if running(info["pid"]):
                 access, secret = _credentials(data_dir)
                 server = cls(data_dir, info["endpoint_url"], access, secret, None)
                 try:
@@ -276,6 +273,14 @@ class LocalS3:
                 why = _why_it_stopped(log_path)
                 error = _PortTaken if "address already in use" in why else RuntimeError
                 raise error(f"SeaweedFS exited with {self.process.returncode} ({log_path}):\n{why}")
+            try:
+                client.list_buckets()
+                # volumes are allocated lazily: a first write proves the whole path works
+                ensure_bucket(client, "tracehouse-health")
+                client.put_object(Bucket="tracehouse-health", Key="ping", Body=b"ok")
+                return
+            except Exception as exc:  # not up yet, or refusing writes
+                last = exc
             disk_full = _low_disk(log_path)
             if disk_full:
                 self.stop()
@@ -283,15 +288,7 @@ class LocalS3:
                     f"SeaweedFS refuses every write, the disk under {self.data_dir} is too full "
                     f"({disk_full}); free some space and start again"
                 )
-            try:
-                client.list_buckets()
-                # volumes are allocated lazily: a first write proves the whole path works
-                ensure_bucket(client, "tracehouse-health")
-                client.put_object(Bucket="tracehouse-health", Key="ping", Body=b"ok")
-                return
-            except Exception as exc:  # not up yet
-                last = exc
-                time.sleep(0.3)
+            time.sleep(0.3)
         self.stop()
         raise RuntimeError(
             f"SeaweedFS did not become ready in {timeout:.0f}s: {last}\n"

@@ -13,6 +13,15 @@ import subprocess
 import psutil
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process; a zombie (exited, never reaped, as orphans become in a container
+    whose pid 1 does not reap) is not."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def stop_tree(process: subprocess.Popen, grace: float) -> bool:
     """SIGINT ``process`` (a clean shutdown of its own children), then SIGKILL the whole tree if it is not
     gone after ``grace`` seconds or if this thread is interrupted while waiting.
@@ -20,7 +29,8 @@ def stop_tree(process: subprocess.Popen, grace: float) -> bool:
     Returns True when the process stopped on its own.
     """
     try:
-        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+        parent = psutil.Process(process.pid)
+        tree = [parent, *parent.children(recursive=True)]
     except psutil.NoSuchProcess:
         tree = []
     if process.poll() is not None:

@@ -7,9 +7,7 @@ import subprocess
 import sys
 import time
 
-import psutil
-
-from orchestration.processes import stop_tree
+from orchestration.processes import running, stop_tree
 
 # A parent that starts a grandchild (like `dagster dev` starts its webserver), then waits; on SIGINT it either
 # stops its child and exits, or ignores the signal.
@@ -40,7 +38,7 @@ def test_a_process_that_stops_on_sigint_stops_its_children_itself():
     process, child = _start("cooperative")
     assert stop_tree(process, grace=10) is True
     assert process.returncode is not None
-    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    assert not running(child)
 
 
 def test_a_process_that_ignores_sigint_is_killed_with_everything_it_started():
@@ -49,7 +47,7 @@ def test_a_process_that_ignores_sigint_is_killed_with_everything_it_started():
     assert stop_tree(process, grace=1) is False
     assert time.monotonic() - started < 10
     assert process.returncode is not None
-    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    assert not running(child)
 
 
 def test_benchmark_homes_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
