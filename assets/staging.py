@@ -107,9 +107,7 @@ def staging_tables(
         if config.scan_all:
             batches = [*batches, *pending_keys(ch, client, settings)]
         for keys in batches:
-            part = load_objects(ch, client, keys, settings, run_id=context.run.run_id)
-            report.outcomes += part.outcomes
-            report.notes += part.notes
+            report.add(load_objects(ch, client, keys, settings, run_id=context.run.run_id))
         for o in report.quarantined:
             context.log.warning(f"quarantined {o.key}: {o.reason}")
         for note in report.notes:

@@ -96,8 +96,8 @@ def run_e2e(
                 s3, bucket, "", objects=burst, traces_per_object=200, projects=("e2e-burst",),
                 formats=("otlp_json",), compress=True, payload_bytes=2200, late_updates=False, seed=10_000,
             )  # fmt: skip
-            burst_at = time.time()
-            _wait_loaded(instance, set(burst_written.keys))
+            burst_at, burst_keys = time.time(), set(burst_written.keys)
+            _wait_loaded(instance, burst_keys)
             burst_runs = len(instance.get_runs(filters=dg.RunsFilter(job_name=LOAD_JOB_NAME))) - runs
     finally:
         if not stop_tree(process, grace=60):
@@ -111,7 +111,7 @@ def run_e2e(
             "FROM tracehouse.ingest_ledger "
             "WHERE status = 'loaded' GROUP BY source_key",
         )
-    burst_rows = [r for r in rows if r["source_key"] in set(burst_written.keys)]
+    burst_rows = [r for r in rows if r["source_key"] in burst_keys]
     burst_spans = sum(r["spans"] for r in burst_rows)
     burst_seconds = max(r["at"].replace(tzinfo=UTC).timestamp() for r in burst_rows) - burst_at
     loaded = {r["source_key"]: r for r in rows if r["source_key"] in put_at}

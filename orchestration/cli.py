@@ -160,8 +160,7 @@ def run_once(no_delay: bool) -> None:
                         run_id="run-once",
                         on_object=lambda _o: progress.advance(task),
                     )
-                    report.outcomes += part.outcomes
-                    report.notes += part.notes
+                    report.add(part)
                 windows = progress.add_task("propagating windows", total=None)
                 propagated = propagate(
                     ch,

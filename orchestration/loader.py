@@ -65,6 +65,11 @@ class LoadReport:
     outcomes: list[Outcome] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what an operator should know (a fast path that failed)
 
+    def add(self, other: LoadReport) -> None:
+        """Fold in the report of another load of the same run."""
+        self.outcomes += other.outcomes
+        self.notes += other.notes
+
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
 

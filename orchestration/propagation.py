@@ -302,13 +302,7 @@ def _write_rows(ch: ClickHouse, db: str, window: dict, horizon: datetime) -> tup
     keys = query_rows(ch, sql.key_summary(), params)[0]
     repaired = 0
     if keys["repair"]:
-        repaired = query_scalar(
-            ch,
-            f"SELECT count() FROM {db}.propagation_keys WHERE propagation_id = {{pid:String}} "  # noqa: S608
-            "AND kind = 'repair' AND (project_id, id) NOT IN (SELECT project_id, id FROM "
-            f"{db}.propagation_keys WHERE propagation_id = {{pid:String}} AND kind = 'observation')",
-            params,
-        )
+        repaired = query_scalar(ch, sql.count_repaired(), params)
     # every key needs no merge when nothing is repaired, nothing is in events yet and each observation has
     # one version in the window: the common case, decided from counts instead of a join over the keys
     if keys["repair"] == 0 and keys["existing"] == 0 and keys["versions"] <= 1:

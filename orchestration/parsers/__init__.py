@@ -10,7 +10,7 @@ from orchestration.parsers.otlp import parse_otlp
 from orchestration.parsers.parquet import parse_parquet
 from orchestration.raw_keys import RawKey
 
-__all__ = ["BadObject", "ParsedObject", "decode_object", "gunzip_bounded", "parse_decoded", "parse_object"]
+__all__ = ["BadObject", "ParsedObject", "decode_object", "gunzip_bounded", "parse_object"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -51,10 +51,7 @@ def decode_object(raw: RawKey, data: bytes, max_object: int) -> bytes:
 
 
 def parse_object(raw: RawKey, data: bytes, *, max_object: int, max_record: int) -> ParsedObject:
-    return parse_decoded(raw, decode_object(raw, data, max_object), max_record=max_record)
-
-
-def parse_decoded(raw: RawKey, data: bytes, *, max_record: int) -> ParsedObject:
+    data = decode_object(raw, data, max_object)
     common = {"project_id": raw.project_id, "source_key": raw.key, "max_record": max_record}
     if raw.format == "otlp_json":
         return parse_otlp(data, protobuf=False, **common)

@@ -383,9 +383,7 @@ def span_to_row(span: Span, project_id: str, source_key: str, source_format: str
     completion_start = claim("completion_start_time")
     environment = claim("environment")
     if environment is None:
-        environment = span.context.get(RESOURCE_ENVIRONMENT_KEYS[0]) or span.context.get(
-            RESOURCE_ENVIRONMENT_KEYS[1]
-        )
+        environment = next((span.context[k] for k in RESOURCE_ENVIRONMENT_KEYS if span.context.get(k)), None)
     is_root = not span.parent_span_id
     trace_name = claim("trace_name")
 

@@ -153,6 +153,14 @@ SELECT countIf(kind = 'repair') AS repair, countIf(kind = 'existing') AS existin
 FROM {{ db }}.propagation_keys WHERE propagation_id = {pid:String}
 {%- endmacro %}
 
+{#- Rows re-merged only for their trace attributes (no staging version of them in this window). -#}
+{%- macro count_repaired() -%}
+SELECT count() FROM {{ db }}.propagation_keys
+WHERE propagation_id = {pid:String} AND kind = 'repair'
+  AND (project_id, id) NOT IN (SELECT project_id, id FROM {{ db }}.propagation_keys
+                               WHERE propagation_id = {pid:String} AND kind = 'observation')
+{%- endmacro %}
+
 {%- macro staging_versions() -%}
 SELECT s.project_id AS project_id, s.id AS id,
 {%- for f in observation_fields %} s.{{ f }} AS {{ f }},{% endfor %}
