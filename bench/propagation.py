@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 
 from orchestration.clickhouse import ClickHouse, query_scalar
 from orchestration.propagation import propagate_window, server_now, sql_module
@@ -32,10 +32,22 @@ class PropagationFigure:
     window: int
     history: int
     seconds: float
+    floor_per_second: float = 0.0  # the floor copy measured at the same history, right after the windows
 
     @property
     def per_second(self) -> float:
         return self.window / self.seconds
+
+
+@dataclass
+class FloorFigure:
+    rows: int
+    history: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.rows / self.seconds
 
 
 def add_history(ch: ClickHouse, rows: int, db: str = DATABASE) -> None:
@@ -138,30 +150,60 @@ def measure_window(ch: ClickHouse, rows: int, days_ago: int = 0) -> PropagationF
     return PropagationFigure(window=rows, history=history, seconds=seconds)
 
 
+def measure_floor(ch: ClickHouse, rows: int, days_ago: int = 0, db: str = DATABASE) -> FloorFigure:
+    """The same kind of window copied from staging into events as it is (the events_core view runs): no
+    merge, no join, no bookkeeping. What writing the rows costs on this machine at this moment."""
+    history = events_rows(ch, db)
+    load = add_window(ch, rows, db=db, days_ago=days_ago)
+    settle(ch)
+    started = time.perf_counter()
+    ch.command(
+        f"INSERT INTO {db}.events (project_id, trace_id, id, type, name, start_time, input, output, "  # noqa: S608
+        "usage_details, cost_details, total_cost, user_id, session_id, tags, event_ts, source_version, "
+        "propagated_at, propagation_id) SELECT project_id, trace_id, id, type, name, "
+        "ifNull(start_time, event_ts), input, output, usage_details, cost_details, total_cost, user_id, "
+        f"session_id, tags, event_ts, event_ts, event_ts, 'floor' FROM {db}.observations_staging "
+        "WHERE load_id = {load:String} SETTINGS parallel_view_processing = 1",
+        {"load": load},
+    )
+    return FloorFigure(rows=rows, history=history, seconds=time.perf_counter() - started)
+
+
 def run(
     ch: ClickHouse,
     windows: tuple[int, ...],
     histories: tuple[int, ...],
     progress: Callable[[str], None] = lambda _m: None,
     repeats: int = 3,
-) -> list[PropagationFigure]:
+) -> tuple[list[PropagationFigure], list[FloorFigure]]:
     """For each history size (growing), propagate windows of each size and time them: the median of
-    ``repeats`` windows for every size but the largest (a few seconds each, so noise matters), one of that."""
+    ``repeats`` windows for every size but the largest (a few seconds each, so noise matters), one of that.
+    Then the floor: a copy of as many rows as the largest window, at the same history, a minute later (on a
+    shared virtual machine the cost of writing moves between runs, so each ratio compares neighbours)."""
     figures: list[PropagationFigure] = []
-    windows_run = 0
+    floors: list[FloorFigure] = []
+    days = iter(range(HISTORY_ENDS_DAYS_AGO - WINDOW_DAYS_APART, -1, -WINDOW_DAYS_APART))
     for history in histories:
         missing = history - events_rows(ch)
         if missing > 0:
             progress(f"history → {history:,} rows")
             add_history(ch, missing)
             settle(ch)
+        at_history = []
         for window in windows:
             runs = []
             for _ in range(repeats if window < max(windows) else 1):
                 progress(f"window {window:,} over {events_rows(ch):,}")
-                windows_run += 1
-                days_ago = HISTORY_ENDS_DAYS_AGO - WINDOW_DAYS_APART * windows_run
-                assert days_ago >= 0, "more windows than days between the history and now"
-                runs.append(measure_window(ch, window, days_ago=days_ago))
-            figures.append(sorted(runs, key=lambda f: f.seconds)[len(runs) // 2])
-    return figures
+                runs.append(measure_window(ch, window, days_ago=_next_day(days)))
+            at_history.append(sorted(runs, key=lambda f: f.seconds)[len(runs) // 2])
+        progress(f"floor: copy {max(windows):,} rows over {events_rows(ch):,}")
+        floors.append(measure_floor(ch, max(windows), days_ago=_next_day(days)))
+        figures += [replace(f, floor_per_second=floors[-1].per_second) for f in at_history]
+    return figures, floors
+
+
+def _next_day(days: Iterator[int]) -> int:
+    """Each window starts on a day of its own (see the module docstring)."""
+    day = next(days, None)
+    assert day is not None, "more windows than days between the history and now"
+    return day

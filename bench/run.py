@@ -166,23 +166,7 @@ def _propagation(ch: ClickHouse, scale: float, report: Report, say: Callable[[st
     histories = (int(1_000_000 * scale), int(10_000_000 * scale))
     ch.command(f"TRUNCATE TABLE {DATABASE}.events")
     ch.command(f"TRUNCATE TABLE {DATABASE}.events_core")
-    figures = propagation_bench.run(ch, windows, histories, progress=say)
-    floor_rows = windows[-1]
-    load = propagation_bench.add_window(ch, floor_rows)  # the same rows again, copied: no merge, no join
-    propagation_bench.settle(ch)
-    _, floor_seconds = _timed(
-        lambda: ch.command(
-            f"INSERT INTO {DATABASE}.events (project_id, trace_id, id, type, name, start_time, input, "  # noqa: S608
-            "output, "
-            "usage_details, cost_details, total_cost, user_id, session_id, tags, event_ts, source_version, "
-            "propagated_at, propagation_id) SELECT project_id, trace_id, id, type, name, "
-            "ifNull(start_time, event_ts), input, output, usage_details, cost_details, total_cost, user_id, "
-            "session_id, tags, event_ts, event_ts, event_ts, 'floor' FROM "
-            f"{DATABASE}.observations_staging WHERE load_id = {{load:String}} "
-            "SETTINGS parallel_view_processing = 1",
-            {"load": load},
-        )
-    )
+    figures, floors = propagation_bench.run(ch, windows, histories, progress=say)
     by_window: dict[int, list] = {}
     for f in figures:
         by_window.setdefault(f.window, []).append(f)
@@ -193,17 +177,22 @@ def _propagation(ch: ClickHouse, scale: float, report: Report, say: Callable[[st
                 "history": f.history,
                 "seconds": round(f.seconds, 2),
                 "obs_per_s": round(f.per_second),
+                "floor_rows_per_s": round(f.floor_per_second),
             }
             for f in figures
         ],
         "history_x10_cost": {
             str(w): round(fs[-1].seconds / fs[0].seconds, 2) for w, fs in by_window.items() if len(fs) > 1
         },
-        "floor_insert_copy": {
-            "rows": floor_rows,
-            "seconds": round(floor_seconds, 2),
-            "rows_per_s": round(floor_rows / floor_seconds),
-        },
+        "floor_insert_copy": [
+            {
+                "rows": f.rows,
+                "history": f.history,
+                "seconds": round(f.seconds, 2),
+                "rows_per_s": round(f.per_second),
+            }
+            for f in floors
+        ],
     }
 
 
@@ -365,6 +354,23 @@ def machine() -> dict[str, Any]:
     }
 
 
+def buffered_write(directory: Path, mib: int) -> dict[str, int]:
+    """MB/s of writing a new ``mib`` MiB file without fsync: the page cache's rate, which every part write
+    pays. On a virtual machine whose memory the host hands out on first touch it can be ten times lower than
+    when the guest reuses pages it already has (404 MB/s vs 5.3 GB/s, same machine, same minute), so the
+    results say what it was when they were measured."""
+    block = bytes(8 * 2**20)
+    path = directory / "bench-write-probe"
+    started = time.perf_counter()
+    try:
+        with path.open("wb") as out:
+            for _ in range(mib // 8):
+                out.write(block)
+        return {"mib": mib, "mb_s": round(mib * 2**20 / 1e6 / (time.perf_counter() - started))}
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def run(
     ch: ClickHouse,
     s3,
@@ -378,6 +384,7 @@ def run(
     """Run the in-process stages; ``prior`` holds figures measured before (the e2e stage needs the chDB
     folder free, so the CLI runs it first). With ``results_dir`` the results are written after every stage."""
     apply_migrations(ch)
+    write_rate = buffered_write(settings.home, mib=max(64, int(1024 * scale)))
     report = Report(
         figures=dict((prior or {}).get("figures", {})), peak_rss_mb=dict((prior or {}).get("rss", {}))
     )
@@ -393,7 +400,11 @@ def run(
         return {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "scale": scale,
-            "machine": {**machine(), "clickhouse": query_scalar(ch, "SELECT version()")},
+            "machine": {
+                **machine(),
+                "clickhouse": query_scalar(ch, "SELECT version()"),
+                "buffered_write": write_rate,
+            },
             "total_seconds": round(time.perf_counter() - started + (prior or {}).get("seconds", 0), 1),
             "figures": report.figures,
             "peak_rss_mb": report.peak_rss_mb,
@@ -442,6 +453,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"chDB {m['chdb']} "
         f"(ClickHouse {m['clickhouse']}), Dagster {m['dagster']}. Total {result['total_seconds']} s.",
         "",
+        f"Writing a new {m['buffered_write']['mib']} MiB file (page cache, no fsync) at the start: "
+        f"{m['buffered_write']['mb_s']} MB/s "
+        "(bench/README.md: why this moves every figure that writes parts).",
+        "",
     ]
     if "ingest" in f:
         lines += [
@@ -474,7 +489,7 @@ def markdown(result: dict[str, Any]) -> str:
             "",
         ]
     if "propagation" in f:
-        p, fl = f["propagation"], f["propagation"]["floor_insert_copy"]
+        p = f["propagation"]
         lines += [
             "## Propagation",
             "",
@@ -483,14 +498,19 @@ def markdown(result: dict[str, Any]) -> str:
         ]
         lines += [
             f"| {r['window']} | {r['history']} | {r['seconds']} | {r['obs_per_s']} | "
-            f"{fl['rows_per_s'] / r['obs_per_s']:.1f} |"
+            f"{r['floor_rows_per_s'] / r['obs_per_s']:.1f} |"
             for r in p["runs"]
         ]
         lines += [
             "",
-            f"History ×10 costs per window (time ratio): {p['history_x10_cost']}. Floor: copying "
-            f"{fl['rows']} staging rows into events (with the events_core view, no merge, no join): "
-            f"{fl['rows_per_s']} rows/s.",
+            f"History ×10 costs per window (time ratio): {p['history_x10_cost']}. Floor: the same kind of "
+            "window copied from staging into events as it is (with the events_core view, no merge, no join), "
+            "measured right after the windows of each history: "
+            + ", ".join(
+                f"{fl['rows']} rows over {fl['history']} in {fl['seconds']} s ({fl['rows_per_s']} rows/s)"
+                for fl in p["floor_insert_copy"]
+            )
+            + ".",
             "",
         ]
     if "reads" in f:

@@ -13,7 +13,11 @@ def test_bench_stages_run_and_write_results(env, s3, ch, tmp_path, monkeypatch):
     )
     assert set(result["figures"]) == {"ingest", "propagation", "reads", "migration"}
     assert result["figures"]["ingest"]["otlp_json"]["spans"] > 0
-    assert len(result["figures"]["propagation"]["runs"]) == 4
+    propagation = result["figures"]["propagation"]
+    assert len(propagation["runs"]) == 4 and all(r["floor_rows_per_s"] > 0 for r in propagation["runs"])
+    largest = max(r["window"] for r in propagation["runs"])
+    assert [f["rows"] for f in propagation["floor_insert_copy"]] == [largest, largest]  # one per history
+    assert result["machine"]["buffered_write"]["mb_s"] > 0
     assert all(r["concurrency"] in (1, 2, 4) for r in result["figures"]["migration"]["runs"])
     json_path, md_path = write_results(result, tmp_path)
     assert json.loads(json_path.read_text())["scale"] == 0.003
