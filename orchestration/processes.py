@@ -9,17 +9,38 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 
 import psutil
 
 
 def running(pid: int) -> bool:
-    """Whether ``pid`` is a live process; a zombie (exited, never reaped, as orphans become in a container
-    whose pid 1 does not reap) is not."""
+    """Whether ``pid`` is a live process; a zombie (exited, not yet reaped, as orphans stay until pid 1
+    reaps them: 1.5-2 s in this container) is not."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return _alive(psutil.Process(pid))
     except psutil.NoSuchProcess:
         return False
+
+
+def _alive(proc: psutil.Process) -> bool:
+    """Still running: not exited, not a zombie, and its pid not taken by a newer process."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """The processes still alive after ``timeout`` seconds. Not ``psutil.wait_procs``: it waits for a
+    process that is not our child until its pid is gone, so an orphan's zombie counts as alive until pid 1
+    gets round to reaping it."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if _alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if _alive(p)]
+    return alive
 
 
 def stop_tree(process: subprocess.Popen, grace: float) -> bool:
@@ -39,7 +60,7 @@ def stop_tree(process: subprocess.Popen, grace: float) -> bool:
     process.send_signal(signal.SIGINT)
     try:
         process.wait(timeout=grace)
-        _, alive = psutil.wait_procs(tree, timeout=grace)
+        alive = _wait_gone(tree, grace)
         _kill(alive)
         return not alive
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
@@ -65,4 +86,4 @@ def _kill(procs: list[psutil.Process]) -> None:
             proc.kill()
         except psutil.NoSuchProcess:
             continue
-    psutil.wait_procs(procs, timeout=10)
+    _wait_gone(procs, 10)

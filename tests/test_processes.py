@@ -10,7 +10,7 @@ import time
 from orchestration.processes import running, stop_tree
 
 # A parent that starts a grandchild (like `dagster dev` starts its webserver), then waits; on SIGINT it either
-# stops its child and exits, or ignores the signal.
+# stops its child and exits, stops it and exits without waiting for it ("hasty"), or ignores the signal.
 _CHILD = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)"
 _PARENT = f"""
 import signal, subprocess, sys, time
@@ -23,7 +23,8 @@ try:
     time.sleep(600)
 except KeyboardInterrupt:
     child.terminate()
-    child.wait()
+    if sys.argv[1] != "hasty":
+        child.wait()
 """
 
 
@@ -38,6 +39,14 @@ def test_a_process_that_stops_on_sigint_stops_its_children_itself():
     process, child = _start("cooperative")
     assert stop_tree(process, grace=10) is True
     assert process.returncode is not None
+    assert not running(child)
+
+
+def test_a_child_that_exits_after_its_parent_counts_as_stopped():
+    # The child dies after its parent: an orphan, a zombie until pid 1 reaps it (in this container 1.5-2 s
+    # later, longer than the grace period). It holds nothing, so the tree did stop on its own.
+    process, child = _start("hasty")
+    assert stop_tree(process, grace=1) is True
     assert not running(child)
 
 
