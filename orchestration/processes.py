@@ -31,7 +31,7 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
     """The processes still alive after ``timeout`` seconds. Not ``psutil.wait_procs``: it waits for a
     process that is not our child until its pid is gone, so an orphan's zombie counts as alive until pid 1
     gets round to reaping it."""
@@ -60,7 +60,7 @@ def stop_tree(process: subprocess.Popen, grace: float) -> bool:
     process.send_signal(signal.SIGINT)
     try:
         process.wait(timeout=grace)
-        alive = _wait_gone(tree, grace)
+        alive = wait_gone(tree, grace)
         _kill(alive)
         return not alive
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
@@ -86,4 +86,4 @@ def _kill(procs: list[psutil.Process]) -> None:
             proc.kill()
         except psutil.NoSuchProcess:
             continue
-    _wait_gone(procs, 10)
+    wait_gone(procs, 10)

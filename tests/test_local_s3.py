@@ -16,6 +16,7 @@ import pytest
 
 from orchestration import local_s3
 from orchestration.local_s3 import LocalS3, free_port
+from orchestration.processes import wait_gone
 
 
 def test_free_ports_lie_below_the_ephemeral_range_and_are_bindable():
@@ -89,8 +90,8 @@ def test_terminating_a_command_stops_the_processes_it_started(tmp_path, argument
         assert started, "the command started no child processes"
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
-        _, alive = psutil.wait_procs(started, timeout=30)
-        assert not alive, [p.info for p in alive]
+        alive = wait_gone(started, timeout=30)
+        assert not alive, alive
         assert not state.exists()
     finally:
         process.kill()
