@@ -75,6 +75,10 @@ def main() -> None:
     """tracehouse: raw LLM-trace batches in S3 into query-ready ClickHouse tables, orchestrated by Dagster."""
     # `kill` unwinds like Ctrl-C, so every command stops the SeaweedFS and Dagster processes it started
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Started with SIGINT ignored (a background job of a script), the processes a command starts would
+    # inherit that and ignore the SIGINT that asks them to stop cleanly; a handler is reset to the default in
+    # every program started from here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @main.command()

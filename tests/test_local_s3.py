@@ -71,12 +71,17 @@ def test_a_disk_too_full_to_write_is_named_as_the_reason_quickly(tmp_path):
     ids=["dev", "generate"],
 )
 def test_terminating_a_command_stops_the_processes_it_started(tmp_path, arguments):
-    """`kill` (SIGTERM, what systemd and Docker send) must not leave SeaweedFS or Dagster running."""
+    """`kill` (SIGTERM, what systemd and Docker send) must not leave SeaweedFS or Dagster running. Started
+    with SIGINT ignored, as a background job of a script is: the processes it starts must still take the
+    SIGINT that asks them to stop cleanly."""
     env = {k: v for k, v in os.environ.items() if k not in ("S3_ENDPOINT_URL", "CLICKHOUSE_URL")}
     env["TRACEHOUSE_HOME"] = str(tmp_path / "home")
     tracehouse = Path(sys.executable).with_name("tracehouse")
     process = subprocess.Popen(
-        [str(tracehouse), *arguments], env=env, cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL
+        ["bash", "-c", 'trap "" INT; exec "$0" "$@"', str(tracehouse), *arguments],
+        env=env,
+        cwd=Path(__file__).parents[1],
+        stdout=subprocess.DEVNULL,
     )
     try:
         state = tmp_path / "home" / "s3" / "server.json"
@@ -88,6 +93,7 @@ def test_terminating_a_command_stops_the_processes_it_started(tmp_path, argument
         assert process.poll() is None, "the command ended before it could be terminated"
         started = psutil.Process(process.pid).children(recursive=True)
         assert started, "the command started no child processes"
+        assert not [p for p in started if _ignores_sigint(p.pid)], "a child inherited SIGINT ignored"
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
         alive = wait_gone(started, timeout=30)
@@ -95,3 +101,10 @@ def test_terminating_a_command_stops_the_processes_it_started(tmp_path, argument
         assert not state.exists()
     finally:
         process.kill()
+
+
+def _ignores_sigint(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & 1 << (signal.SIGINT - 1))
+    return False
