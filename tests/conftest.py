@@ -7,6 +7,7 @@ One SeaweedFS serves the whole session; every test gets its own bucket and its o
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,15 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 OTLP_PB = FIXTURES / "langfuse-python-v5" / "otlp-traces-0000.pb.gz"
 SCORES_V5 = FIXTURES / "langfuse-python-v5" / "scores-0001.json"
 INGESTION_V2 = FIXTURES / "langfuse-python-v2" / "ingestion-batch-0000.json"
+
+
+def pytest_configure(config) -> None:
+    """Start from the signal dispositions a terminal gives. Dagster's in-process runs restore SIGINT's
+    handler and set SIGTERM's to the same one: in a pytest started with SIGINT ignored (a background job of
+    a script) that left SIGTERM ignored as well, and every process a later test started inherited both, so
+    nothing could stop it. (`tracehouse` commands do the same for SIGINT, orchestration/cli.py.)"""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

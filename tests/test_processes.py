@@ -12,15 +12,12 @@ from orchestration.processes import running, stop_tree
 # A parent that starts a grandchild (like `dagster dev` starts its webserver), then waits; on SIGINT it either
 # stops its child and exits, stops it and exits without waiting for it ("hasty"), or ignores the signal.
 _CHILD = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)"
-# The parent sets its SIGINT disposition itself: one inherited from whoever started pytest (a background job
-# of a non-interactive shell starts with SIGINT ignored) must not decide the test.
 _PARENT = f"""
 import signal, subprocess, sys, time
-stubborn = sys.argv[1] == "stubborn"
-signal.signal(signal.SIGINT, signal.SIG_IGN if stubborn else signal.default_int_handler)
 child = subprocess.Popen([sys.executable, "-c", {_CHILD!r}])
 print(child.pid, flush=True)
-if stubborn:
+if sys.argv[1] == "stubborn":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     time.sleep(600)
 try:
     time.sleep(600)
