@@ -16,7 +16,7 @@ import pytest
 
 from orchestration import local_s3
 from orchestration.local_s3 import LocalS3, free_port
-from orchestration.processes import wait_gone
+from orchestration.processes import stop_tree, wait_gone
 
 
 def test_free_ports_lie_below_the_ephemeral_range_and_are_bindable():
@@ -100,7 +100,7 @@ def test_terminating_a_command_stops_the_processes_it_started(tmp_path, argument
         assert not alive, alive
         assert not state.exists()
     finally:
-        process.kill()
+        stop_tree(process, grace=10)  # a failed assertion must not leave the command's processes behind
 
 
 def _ignores_sigint(pid: int) -> bool:
