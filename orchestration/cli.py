@@ -73,12 +73,12 @@ def _write_dagster_home(settings: Settings) -> Path:
 @click.group()
 def main() -> None:
     """tracehouse: raw LLM-trace batches in S3 into query-ready ClickHouse tables, orchestrated by Dagster."""
-    # `kill` unwinds like Ctrl-C, so every command stops the SeaweedFS and Dagster processes it started
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    # Started with SIGINT ignored (a background job of a script), the processes a command starts would
-    # inherit that and ignore the SIGINT that asks them to stop cleanly; a handler is reset to the default in
-    # every program started from here.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # `kill` unwinds like Ctrl-C, so every command stops the SeaweedFS and Dagster processes it started.
+    # SIGINT is set too: started with it ignored (a background job of a script), the processes a command
+    # starts would inherit that and ignore the SIGINT that asks them to stop cleanly (a handler is reset to
+    # the default in every program started from here).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.default_int_handler)
 
 
 @main.command()
@@ -117,10 +117,6 @@ def dagster_dev_command(port: int) -> list[str]:
     )
     dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
     return [dagster, "dev", *target, "-h", "127.0.0.1", "-p", str(port)]
-
-
-def _raise_interrupt(_signum, _frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _demo_loop(settings: Settings, interval: float, stop: threading.Event) -> None:
