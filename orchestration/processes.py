@@ -57,10 +57,11 @@ def stop_tree(process: subprocess.Popen, grace: float) -> bool:
     if process.poll() is not None:
         _kill(tree)  # the parent is gone already; its children may not be
         return True
+    deadline = time.monotonic() + grace
     process.send_signal(signal.SIGINT)
     try:
         process.wait(timeout=grace)
-        alive = wait_gone(tree, grace)
+        alive = wait_gone(tree, max(0.0, deadline - time.monotonic()))
         _kill(alive)
         return not alive
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
