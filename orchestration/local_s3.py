@@ -118,10 +118,16 @@ class _PortTaken(RuntimeError):
 _START_MARK = "--- tracehouse: starting SeaweedFS ---"
 
 
+_LOG_TAIL_BYTES = 256 * 1024
+
+
 def _latest_start(path: Path) -> str | None:
-    """What the log holds of the latest start (a data folder's log spans every start), None without a log."""
+    """The end of the latest start's log (a data folder's log spans every start, and the readiness probe
+    reads it after every failed attempt, so only its tail), None without a log."""
     try:
-        return path.read_text(errors="replace").rsplit(_START_MARK, 1)[-1]
+        with path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
+            return log.read().decode(errors="replace").rsplit(_START_MARK, 1)[-1]
     except OSError:
         return None
 
