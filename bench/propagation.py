@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from orchestration.clickhouse import ClickHouse, query_scalar
 from orchestration.propagation import propagate_window, server_now, sql_module
@@ -137,36 +138,47 @@ def events_rows(ch: ClickHouse, db: str = DATABASE) -> int:
     return query_scalar(ch, f"SELECT count() FROM {db}.events")  # noqa: S608
 
 
-def measure_window(ch: ClickHouse, rows: int, days_ago: int = 0) -> PropagationFigure:
+def _time_on_new_window(
+    ch: ClickHouse, rows: int, days_ago: int, work: Callable[[str, datetime, datetime], None]
+) -> tuple[int, float]:
+    """(events rows before, seconds of ``work(load_id, lo, hi)``) on a window of ``rows`` just committed in
+    ``[lo, hi)``, once merges have settled."""
     history = events_rows(ch)
     lo = server_now(ch)
-    add_window(ch, rows, days_ago=days_ago)
+    load = add_window(ch, rows, days_ago=days_ago)
     hi = server_now(ch)
     settle(ch)
     started = time.perf_counter()
-    result = propagate_window(ch, lo, hi, run_id="bench")
-    seconds = time.perf_counter() - started
-    assert result.observations == rows, (result.observations, rows)
+    work(load, lo, hi)
+    return history, time.perf_counter() - started
+
+
+def measure_window(ch: ClickHouse, rows: int, days_ago: int = 0) -> PropagationFigure:
+    def propagate(_load: str, lo: datetime, hi: datetime) -> None:
+        result = propagate_window(ch, lo, hi, run_id="bench")
+        assert result.observations == rows, (result.observations, rows)
+
+    history, seconds = _time_on_new_window(ch, rows, days_ago, propagate)
     return PropagationFigure(window=rows, history=history, seconds=seconds)
 
 
-def measure_floor(ch: ClickHouse, rows: int, days_ago: int = 0, db: str = DATABASE) -> FloorFigure:
+def measure_floor(ch: ClickHouse, rows: int, days_ago: int = 0) -> FloorFigure:
     """The same kind of window copied from staging into events as it is (the events_core view runs): no
     merge, no join, no bookkeeping. What writing the rows costs on this machine at this moment."""
-    history = events_rows(ch, db)
-    load = add_window(ch, rows, db=db, days_ago=days_ago)
-    settle(ch)
-    started = time.perf_counter()
-    ch.command(
-        f"INSERT INTO {db}.events (project_id, trace_id, id, type, name, start_time, input, output, "  # noqa: S608
-        "usage_details, cost_details, total_cost, user_id, session_id, tags, event_ts, source_version, "
-        "propagated_at, propagation_id) SELECT project_id, trace_id, id, type, name, "
-        "ifNull(start_time, event_ts), input, output, usage_details, cost_details, total_cost, user_id, "
-        f"session_id, tags, event_ts, event_ts, event_ts, 'floor' FROM {db}.observations_staging "
-        "WHERE load_id = {load:String} SETTINGS parallel_view_processing = 1",
-        {"load": load},
-    )
-    return FloorFigure(rows=rows, history=history, seconds=time.perf_counter() - started)
+
+    def copy(load: str, _lo: datetime, _hi: datetime) -> None:
+        ch.command(
+            f"INSERT INTO {DATABASE}.events (project_id, trace_id, id, type, name, start_time, input, "  # noqa: S608
+            "output, usage_details, cost_details, total_cost, user_id, session_id, tags, event_ts, "
+            "source_version, propagated_at, propagation_id) SELECT project_id, trace_id, id, type, name, "
+            "ifNull(start_time, event_ts), input, output, usage_details, cost_details, total_cost, user_id, "
+            f"session_id, tags, event_ts, event_ts, event_ts, 'floor' FROM {DATABASE}.observations_staging "
+            "WHERE load_id = {load:String} SETTINGS parallel_view_processing = 1",
+            {"load": load},
+        )
+
+    history, seconds = _time_on_new_window(ch, rows, days_ago, copy)
+    return FloorFigure(rows=rows, history=history, seconds=seconds)
 
 
 def run(
