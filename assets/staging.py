@@ -103,11 +103,11 @@ def staging_tables(
     client = s3.get_client()
     report = LoadReport()
     with clickhouse.connect() as ch:
-        batches = [config.keys] if config.keys else []
+        batches: list[dict[str, str]] = [dict.fromkeys(config.keys, "")] if config.keys else []
         if config.scan_all:
             batches = [*batches, *pending_keys(ch, client, settings)]
-        for keys in batches:
-            report.add(load_objects(ch, client, keys, settings, run_id=context.run.run_id))
+        for page in batches:
+            report.add(load_objects(ch, client, list(page), settings, run_id=context.run.run_id, etags=page))
         for o in report.quarantined:
             context.log.warning(f"quarantined {o.key}: {o.reason}")
         for note in report.notes:

@@ -150,15 +150,16 @@ def run_once(no_delay: bool) -> None:
             apply_migrations(ch)
             with _progress() as progress:
                 task = progress.add_task("loading raw objects", total=None)
-                for keys in pending_keys(ch, client, settings):
-                    progress.update(task, total=(progress.tasks[task].total or 0) + len(keys))
+                for page in pending_keys(ch, client, settings):
+                    progress.update(task, total=(progress.tasks[task].total or 0) + len(page))
                     part = load_objects(
                         ch,
                         client,
-                        keys,
+                        list(page),
                         settings,
                         run_id="run-once",
                         on_object=lambda _o: progress.advance(task),
+                        etags=page,
                     )
                     report.add(part)
                 windows = progress.add_task("propagating windows", total=None)

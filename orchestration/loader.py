@@ -3,7 +3,9 @@
 Protocol per group of objects (one group is at most ``group_bytes`` of raw data):
 
 1. objects whose latest ledger state is ``loaded`` or ``quarantined`` are skipped (re-runs load nothing
-   twice); objects left ``started`` by a crashed attempt have their partial staging rows deleted first;
+   twice), unless the caller listed them with an ETag other than the one loaded: an object overwritten
+   after its load is loaded again as a new version (reported, never silent); objects left ``started`` by a
+   crashed attempt, and overwritten ones, have their earlier staging rows deleted first;
 2. the group is fetched (S3 GETs in parallel threads) and parsed into Arrow (in a pool of worker
    processes, one per core: parsing is CPU work the GIL would serialise); a bad object becomes a
    quarantine outcome with its reason, the others go on. OTLP/JSON objects are only decoded: ClickHouse
@@ -27,11 +29,12 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pyarrow as pa
 from botocore.exceptions import ClientError
@@ -58,6 +61,8 @@ class Outcome:
     etag: str = ""
     project_id: str = ""
     format: str = ""
+    # S3 LastModified of the version read: orders versions whose event times tie (later upload wins)
+    uploaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass
@@ -99,16 +104,33 @@ class _Fetched:
         return len(self.mapping.data) if self.mapping else self.outcome.size
 
 
-def ledger_states(ch: ClickHouse, keys: list[str], db: str = DATABASE) -> dict[str, str]:
+@dataclass(frozen=True)
+class LedgerState:
+    status: str  # started | loaded | quarantined
+    etag: str  # of the version that state is about
+
+    @property
+    def committed(self) -> bool:
+        return self.status in ("loaded", "quarantined")
+
+
+def ledger_states(ch: ClickHouse, keys: list[str], db: str = DATABASE) -> dict[str, LedgerState]:
+    """The latest ledger state of each key that has one."""
     if not keys:
         return {}
     rows = query_rows(
         ch,
-        f"SELECT source_key, toString(argMax(status, recorded_at)) AS status FROM {db}.ingest_ledger "  # noqa: S608
+        "SELECT source_key, toString(argMax(status, recorded_at)) AS status, "  # noqa: S608
+        f"argMax(etag, recorded_at) AS etag FROM {db}.ingest_ledger "
         "WHERE source_key IN {keys:Array(String)} GROUP BY source_key",
         {"keys": keys},
     )
-    return {r["source_key"]: r["status"] for r in rows}
+    return {r["source_key"]: LedgerState(r["status"], r["etag"]) for r in rows}
+
+
+def overwritten(state: LedgerState | None, listed_etag: str | None) -> bool:
+    """A committed object whose listing shows another ETag than the version that was committed."""
+    return bool(state and state.committed and state.etag and listed_etag and listed_etag != state.etag)
 
 
 def _fetch(s3, bucket: str, key: str, settings: Settings) -> _Fetched:
@@ -129,6 +151,8 @@ def _fetch(s3, bucket: str, key: str, settings: Settings) -> _Fetched:
         raise
     body = response["Body"]
     outcome.size, outcome.etag = int(response.get("ContentLength") or 0), response.get("ETag", "").strip('"')
+    if isinstance(response.get("LastModified"), datetime):
+        outcome.uploaded_at = response["LastModified"].astimezone(UTC)
     try:
         if outcome.size > settings.max_object_bytes:
             outcome.reason = (
@@ -296,6 +320,7 @@ def _ledger_table(outcomes: Iterable[Outcome], status: str | None, run_id: str, 
             "reason": o.reason if status is None else "",
             "run_id": run_id,
             "load_id": load_id,
+            "uploaded_at": o.uploaded_at,
         }
         for o in outcomes
     ]
@@ -385,21 +410,35 @@ def load_objects(
     group_bytes: int = 64 * 1024 * 1024,
     fetch_threads: int = 8,
     on_object: Callable[[Outcome], None] | None = None,
+    etags: Mapping[str, str] | None = None,
 ) -> LoadReport:
-    """Load ``keys`` from the raw bucket into staging; see the module docstring for the protocol."""
+    """Load ``keys`` from the raw bucket into staging; see the module docstring for the protocol.
+
+    ``etags`` (key -> ETag, from a listing) lets a committed key whose object was overwritten load again.
+    """
     report = LoadReport()
     keys = list(dict.fromkeys(keys))
     states = ledger_states(ch, keys, db)
+    etags = etags or {}
+    todo = []
     for key in keys:
-        if states.get(key) in ("loaded", "quarantined"):
-            report.outcomes.append(Outcome(key=key, status="skipped", reason=f"already {states[key]}"))
-    todo = [k for k in keys if states.get(k) not in ("loaded", "quarantined")]
-    crashed = [k for k in todo if states.get(k) == "started"]
-    if crashed:
+        state = states.get(key)
+        if overwritten(state, etags.get(key)):
+            report.notes.append(
+                f"{key} was overwritten after it was {state.status} (ETag {state.etag} -> {etags[key]}): "
+                "loaded again as a new version"
+            )
+            todo.append(key)
+        elif state and state.committed:
+            report.outcomes.append(Outcome(key=key, status="skipped", reason=f"already {state.status}"))
+        else:
+            todo.append(key)
+    stale = [k for k in todo if k in states]  # a crashed attempt's rows, or an overwritten version's
+    if stale:
         for table in STAGING_TABLES:
             ch.command(
                 f"DELETE FROM {db}.{table} WHERE source_key IN {{keys:Array(String)}}",  # noqa: S608
-                {"keys": crashed},
+                {"keys": stale},
             )
 
     parsers = ParserPool(enabled=len(todo) > 1)

@@ -49,11 +49,14 @@ class PartResult:
         return self.missing == 0 and self.duplicates == 0 and self.attributes_lost == 0
 
 
-def done_parts(ch: ClickHouse, db: str = DATABASE) -> set[str]:
-    """Parts whose latest attempt finished verified (the headless command skips them)."""
+def done_parts(ch: ClickHouse, db: str = DATABASE, since: datetime | None = None) -> set[str]:
+    """Parts whose latest attempt finished verified (the headless command skips them); with ``since``, only
+    those whose latest attempt was recorded at or after it."""
     rows = query_rows(
         ch,
-        f"SELECT part FROM {db}.migration_log GROUP BY part HAVING argMax(verified, recorded_at)",  # noqa: S608
+        f"SELECT part FROM {db}.migration_log GROUP BY part HAVING argMax(verified, recorded_at) "  # noqa: S608
+        "AND max(recorded_at) >= {since:DateTime64(6, 'UTC')}",
+        {"since": since or datetime(1970, 1, 1)},
     )
     return {r["part"] for r in rows}
 
@@ -104,21 +107,24 @@ def parts(ch: ClickHouse, db: str = DATABASE) -> list[Part]:
     return [Part(r["name"], r["partition_id"], r["rows"]) for r in rows]
 
 
-def migrate_part(ch: ClickHouse, part: str, db: str = DATABASE) -> PartResult:
-    """Migrate one part; safe to repeat (rows of a previous attempt are superseded, not duplicated)."""
+def migrate_part(ch: ClickHouse, part: str, db: str = DATABASE, source_db: str | None = None) -> PartResult:
+    """Migrate one part; safe to repeat (rows of a previous attempt are superseded, not duplicated).
+
+    ``source_db`` holds the frozen copies when they are not in ``db`` (a replay's shadow database)."""
     started = time.perf_counter()
-    found = {p.name: p for p in parts(ch, db)}
+    source_db = source_db or db
+    found = {p.name: p for p in parts(ch, source_db)}
     if part not in found:
         raise ValueError(
-            f"part {part!r} is not an active part of {db}.migration_observations (was it re-prepared?)"
+            f"part {part!r} is not an active part of {source_db}.migration_observations (was it re-prepared?)"
         )
-    sql = sql_module("migration", db)
+    sql = sql_module("migration", db, source_db)
     pid = f"legacy-{uuid.uuid4().hex}"
     params: dict = {"part": part, "bucket": found[part].bucket, "pid": pid}
     ch.command(sql.insert_part_keys(), params)
     earliest = query_scalar(
         ch,
-        f"SELECT min(start_time) FROM {db}.migration_observations WHERE _part = {{part:String}}",  # noqa: S608
+        f"SELECT min(start_time) FROM {source_db}.migration_observations WHERE _part = {{part:String}}",  # noqa: S608
         params,
     )
     params["lookup_from"] = as_utc(earliest) - LOOKUP_SLACK if earliest else datetime(1970, 1, 1)

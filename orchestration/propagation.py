@@ -50,16 +50,25 @@ TRACE_FIELDS: list[tuple[str, str, str]] = [
 ]
 
 
-def rank_sql(value: str, is_set: str, ts: str = "event_ts", committed: str = "committed_at") -> str:
+def rank_sql(
+    value: str,
+    is_set: str,
+    ts: str = "event_ts",
+    uploaded: str = "uploaded_at",
+    key: str = "source_key",
+) -> str:
     """The rank of a trace attribute value in ``trace_attributes_ranked``: greater is later.
 
-    (event time, commit time, hash of the value) packed into one UInt256, so ``argMax``/``max`` compare a
-    number instead of a tuple (4× faster on a window of 1M spans), and two different values seen at the
-    same instant rank the same way in every run. Empty values rank 0: they win only when nothing else is.
+    The version order of docs/design.md — event time, then upload time of the object (S3 LastModified),
+    then a hash of its key — and last a hash of the value, packed into one UInt256, so ``argMax``/``max``
+    compare a number instead of a tuple (4× faster on a window of 1M spans). Nothing in it depends on when
+    or together with what an object was loaded, so every run, grouping and replay ranks alike. Empty
+    values rank 0: they win only when nothing else is.
     """
     return (
         f"if({is_set}, bitShiftLeft(toUInt256(toUnixTimestamp64Micro({ts})), 192)"
-        f" + bitShiftLeft(toUInt256(toUnixTimestamp64Micro({committed})), 128)"
+        f" + bitShiftLeft(toUInt256(toUnixTimestamp64Micro({uploaded})), 128)"
+        f" + bitShiftLeft(toUInt256(cityHash64({key})), 64)"
         f" + cityHash64({value}), toUInt256(0))"
     )
 
@@ -136,8 +145,11 @@ def _select_list() -> list[str]:
 
 
 @functools.cache
-def sql_module(name: str, db: str) -> Any:
-    """The macros of ``sql/<name>.sql`` bound to ``db`` and the column lists above (one per statement)."""
+def sql_module(name: str, db: str, source_db: str | None = None) -> Any:
+    """The macros of ``sql/<name>.sql`` bound to ``db`` and the column lists above (one per statement).
+
+    ``source_db`` is where the migration's frozen copies live (``db`` unless a replay migrates them again
+    into its shadow database)."""
     env = jinja2.Environment(  # noqa: S701 (SQL, not HTML)
         loader=jinja2.PackageLoader("orchestration", "sql"),
         undefined=jinja2.StrictUndefined,
@@ -146,6 +158,7 @@ def sql_module(name: str, db: str) -> Any:
     return env.get_template(f"{name}.sql").make_module(
         {
             "db": db,
+            "source_db": source_db or db,
             "trace_fields": [(n, t, cond.format(c=n)) for n, t, cond in TRACE_FIELDS],
             "trace_columns": EVENTS_TRACE_COLUMNS,
             "observation_fields": list(OBSERVATION_FIELDS),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 KINDS = ("otlp", "ingestion", "parquet")
 _EXTENSIONS = {
@@ -61,6 +62,10 @@ def parse_key(key: str, prefix: str = "") -> RawKey:
     if extension is None:
         raise BadKey(f"{kind} objects must end in one of: {', '.join('.' + e for e in _EXTENSIONS[kind])}")
     minute = f"{match['year']}-{match['month']}-{match['day']}T{match['hour']}:{match['minute']}"
+    try:
+        datetime.fromisoformat(minute)
+    except ValueError:
+        raise BadKey(f"key names an impossible time {minute!r} (year=/month=/day=/hour=/minute=)") from None
     return RawKey(key, match["project"], kind, extension, minute)
 
 

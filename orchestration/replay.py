@@ -1,9 +1,13 @@
-"""Replay ``events`` from the raw bucket (blue/green), for when staging-level logic changed (parsers,
-mapping, propagation). S3 is the source of truth, so the whole bucket is loaded and propagated into a
-shadow database, whose ``events``, ``events_core`` and ``trace_attributes_ranked`` are then swapped in with
-``EXCHANGE TABLES`` (the ``events_core`` view follows the table names). Loads the live path committed while
-the shadow was being built are propagated again into the new tables afterwards; superseded-row cleanup makes
-that exactly once. Run it where no propagation runs at the same time (the ``propagation`` pool).
+"""Replay ``events`` from its sources (blue/green), for when staging-level logic changed (parsers, mapping,
+propagation). ``events`` is made of two sources, and a replay rebuilds both into a shadow database: the
+legacy parts the historic migration has verified (migrated again from their frozen copies, first, so raw
+versions of the same observations merge on top of them as they do live) and the whole raw bucket (S3 is the
+source of truth), loaded and propagated. The shadow's ``events``, ``events_core`` and
+``trace_attributes_ranked`` are then swapped in with ``EXCHANGE TABLES`` (the ``events_core`` view follows
+the table names). Work the live path did while the shadow was being built — loads committed, parts migrated
+— is done again on the new tables afterwards; superseded-row cleanup makes that exactly once, and the
+migration's record of verified parts stays true. Run it where no propagation runs at the same time (the
+``propagation`` pool).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 
 from orchestration.clickhouse import ClickHouse, query_scalar
 from orchestration.loader import LoadReport, load_objects
+from orchestration.migration import done_parts, migrate_part
 from orchestration.propagation import propagate, propagate_window, server_now, watermark
 from orchestration.schema import apply_migrations
 from orchestration.settings import DATABASE, Settings
@@ -26,6 +31,7 @@ class RawReplay:
     loaded: LoadReport
     observations: int
     caught_up: int
+    legacy_parts: int = 0  # verified legacy parts migrated again into the new events
 
 
 def _all_keys(s3, settings: Settings) -> list[str]:
@@ -48,7 +54,10 @@ def replay_from_raw(
     shadow = f"{db}_replay"
     ch.command(f"DROP DATABASE IF EXISTS {shadow} SYNC")
     apply_migrations(ch, db=shadow)
-    started = server_now(ch)  # live loads committed from here on are propagated again after the swap
+    started = server_now(ch)  # live work from here on is done again on the new tables after the swap
+    legacy = sorted(done_parts(ch, db))
+    for part in legacy:
+        migrate_part(ch, part, db=shadow, source_db=db)
     keys = _all_keys(s3, settings)
     loaded = load_objects(ch, s3, keys, settings, run_id="replay-from-raw", db=shadow)
     propagate(
@@ -68,6 +77,14 @@ def replay_from_raw(
         caught_up = propagate_window(
             ch, started, mark, db=db, horizon=mark, run_id="replay-from-raw"
         ).observations
+    for part in sorted(done_parts(ch, db, since=started)):  # migrated into the old tables meanwhile
+        migrate_part(ch, part, db=db)
     observations = query_scalar(ch, f"SELECT count() FROM {db}.events")  # noqa: S608
     ch.command(f"DROP DATABASE IF EXISTS {shadow} SYNC")
-    return RawReplay(objects=len(keys), loaded=loaded, observations=observations, caught_up=caught_up)
+    return RawReplay(
+        objects=len(keys),
+        loaded=loaded,
+        observations=observations,
+        caught_up=caught_up,
+        legacy_parts=len(legacy),
+    )

@@ -218,6 +218,26 @@ BAD = [
     ),
     ("ingestion", "x.json", b'\xff\xfe{"batch": []}', "invalid JSON"),
     ("parquet", "x.parquet", b"PAR1 not really", "invalid Parquet"),
+    (
+        "otlp",
+        "x.json",
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "0af7651916cd43dd8448eb211c80319c", '
+        b'"spanId": "b7ad6b7169203331", "name": "s", "startTimeUnixNano": "-1000000000"}]}]}]}',
+        "negative",
+    ),
+    (
+        "ingestion",
+        "x.json",
+        b'{"batch": [{"type": "span-create", "timestamp": -5, "body": {"id": "a", "traceId": "t"}}]}',
+        "negative epoch",
+    ),
+    (
+        "ingestion",
+        "x.json",
+        b'{"batch": [{"type": "span-create", "timestamp": "1899-12-31T23:59:59Z", '
+        b'"body": {"id": "a", "traceId": "t"}}]}',
+        "out of range",
+    ),
 ]
 
 
@@ -256,6 +276,10 @@ def test_gzip_bomb_is_bounded():
         "p/otlp/x.json",
         "p/videos/year=2026/month=01/day=01/hour=00/minute=00/a.mp4",
         "p/otlp/year=2026/month=01/day=01/hour=00/minute=00/a.txt",
+        "p/otlp/year=2026/month=13/day=45/hour=99/minute=00/a.json",
+        "p/otlp/year=2026/month=02/day=30/hour=00/minute=00/a.json",
+        "p/otlp/year=2026/month=01/day=01/hour=24/minute=00/a.json",
+        "p/otlp/year=2026/month=01/day=01/hour=00/minute=60/a.json",
     ],
 )
 def test_keys_outside_the_layout_are_rejected(key):

@@ -23,7 +23,7 @@ ORDER BY (project_id, trace_id);
 INSERT INTO {{ db }}.trace_attributes_ranked
 SELECT project_id, trace_id,
 {%- for name, type, is_set in trace_fields_set %}
-    ({{ rank(name, is_set, 'updated_at', 'updated_at') }}, {{ name }}),
+    ({{ rank(name, is_set, 'updated_at', 'updated_at', "''") }}, {{ name }}),
 {%- endfor %}
     first_start, last_start, updated_at
 FROM (

@@ -189,6 +189,8 @@ def iso_to_us(value: Any, what: str) -> int | None:
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise BadObject(f"{what} is not a finite number")
+        if value < 0:
+            raise BadObject(f"{what} is a negative epoch time: {value!r}")
         seconds = value / 1000 if value > 1e11 else value  # epoch millis or seconds
         return check_us(int(seconds * 1_000_000), what)
     if not isinstance(value, str):
@@ -215,6 +217,8 @@ def nanos_to_us(value: Any, what: str) -> int | None:
         nanos = int(value)
     except (TypeError, ValueError):
         raise BadObject(f"{what} is not an integer of nanoseconds: {str(value)[:64]!r}") from None
+    if nanos < 0:
+        raise BadObject(f"{what} is negative: {nanos} nanoseconds since epoch (before 1970)")
     return check_us(nanos // 1000, what)
 
 

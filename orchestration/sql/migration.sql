@@ -1,10 +1,12 @@
 {#- SQL of the historic migration: one frozen part of the legacy copy into events per call.
-    Parameters: {part} (a part name of migration_observations), {bucket} (its partition id), {pid}. -#}
+    Parameters: {part} (a part name of migration_observations), {bucket} (its partition id), {pid}.
+    The frozen copies are read from `source_db`; everything is written to `db` (they differ when a replay
+    migrates the parts again into its shadow database). -#}
 {%- from 'propagation.sql' import fold_trace_attributes, insert_rows, touched_traces with context -%}
 
 {#- The latest version of every row of the part, whole-row (ReplacingMergeTree semantics), no FINAL. -#}
 {%- macro latest_in_part() -%}
-SELECT * FROM {{ db }}.migration_observations
+SELECT * FROM {{ source_db }}.migration_observations
 WHERE _part = {part:String}
 ORDER BY event_ts DESC
 LIMIT 1 BY project_id, id
@@ -16,7 +18,7 @@ SELECT {pid:String}, 'observation', project_id, trace_id, id, 1
 FROM ({{ latest_in_part() }}) WHERE is_deleted = 0
 UNION ALL
 SELECT DISTINCT {pid:String}, 'trace', project_id, trace_id, '', 0
-FROM {{ db }}.migration_observations WHERE _part = {part:String}
+FROM {{ source_db }}.migration_observations WHERE _part = {part:String}
 {%- endmacro %}
 
 {#- The legacy traces of the part (latest version each) folded into trace_attributes_ranked, ranked by
@@ -27,8 +29,9 @@ SELECT project_id, id AS trace_id, name, ifNull(user_id, '') AS user_id, ifNull(
        tags, ifNull(release, '') AS release, ifNull(version, '') AS version, toString(environment) AS environment,
        metadata, toInt8(public) AS public, toInt8(bookmarked) AS bookmarked,
        CAST(timestamp AS DateTime64(6, 'UTC')) AS first_start, CAST(timestamp AS DateTime64(6, 'UTC')) AS last_start,
-       CAST(event_ts AS DateTime64(6, 'UTC')) AS event_ts, CAST(event_ts AS DateTime64(6, 'UTC')) AS committed_at
-FROM {{ db }}.migration_traces
+       CAST(event_ts AS DateTime64(6, 'UTC')) AS event_ts, CAST(event_ts AS DateTime64(6, 'UTC')) AS committed_at,
+       CAST(event_ts AS DateTime64(6, 'UTC')) AS uploaded_at, '' AS source_key
+FROM {{ source_db }}.migration_traces
 WHERE _partition_id = {bucket:String} AND (project_id, id) IN ({{ touched_traces() }}) AND id != ''
 ORDER BY event_ts DESC
 LIMIT 1 BY project_id, id
@@ -72,7 +75,7 @@ SELECT
                                 WHERE propagation_id = {pid:String} AND kind = 'observation')) AS duplicates,
     (SELECT count() FROM {{ db }}.events AS e
      INNER JOIN (SELECT project_id, id, ifNull(user_id, '') AS user_id, ifNull(session_id, '') AS session_id
-                 FROM {{ db }}.migration_traces WHERE _partition_id = {bucket:String}
+                 FROM {{ source_db }}.migration_traces WHERE _partition_id = {bucket:String}
                  ORDER BY event_ts DESC LIMIT 1 BY project_id, id) AS t
         ON e.project_id = t.project_id AND e.trace_id = t.id
      WHERE e.start_time >= {lookup_from:DateTime64(6, 'UTC')}

@@ -3,7 +3,7 @@
     column lists derived from code. -#}
 
 {%- macro committed() -%}
-SELECT source_key, load_id, recorded_at AS committed_at FROM {{ db }}.ingest_ledger
+SELECT source_key, load_id, recorded_at AS committed_at, uploaded_at FROM {{ db }}.ingest_ledger
 WHERE status = 'loaded' AND recorded_at >= {lo:DateTime64(6, 'UTC')} AND recorded_at < {hi:DateTime64(6, 'UTC')}
 {%- endmacro %}
 
@@ -41,8 +41,8 @@ WHERE (project_id, trace_id) IN ({{ traces }})
 GROUP BY project_id, trace_id
 {%- endmacro %}
 
-{#- Rows of `source` (project_id, trace_id, the trace fields, first_start, last_start, event_ts, committed_at)
-    folded into trace_attributes_ranked, one row per trace. The rows are already one per key, so merging on
+{#- Rows of `source` (project_id, trace_id, the trace fields, first_start, last_start, event_ts, committed_at,
+    uploaded_at, source_key) folded into trace_attributes_ranked, one row per trace. The rows are already one per key, so merging on
     insert (optimize_on_insert) would only cost time. -#}
 {%- macro fold_trace_attributes(source) -%}
 INSERT INTO {{ db }}.trace_attributes_ranked
@@ -64,7 +64,8 @@ SELECT t.project_id AS project_id, t.trace_id AS trace_id, t.name AS name, t.use
        toString(t.environment) AS environment, t.metadata AS metadata,
        ifNull(toInt8(t.public), -1) AS public, ifNull(toInt8(t.bookmarked), -1) AS bookmarked,
        coalesce(t.timestamp, t.event_ts) AS first_start, coalesce(t.timestamp, t.event_ts) AS last_start,
-       t.event_ts AS event_ts, c.committed_at AS committed_at
+       t.event_ts AS event_ts, c.committed_at AS committed_at, c.uploaded_at AS uploaded_at,
+       t.source_key AS source_key
 FROM {{ db }}.traces_staging AS t
 INNER JOIN ({{ committed() }}) AS c ON t.source_key = c.source_key AND t.load_id = c.load_id
 WHERE t.source_key IN ({{ committed_keys() }})
@@ -72,7 +73,7 @@ UNION ALL
 SELECT o.project_id, o.trace_id, o.trace_name, o.user_id, o.session_id, o.tags, o.release, '', '',
        o.trace_metadata, ifNull(toInt8(o.public), -1), -1,
        coalesce(o.start_time, o.event_ts), coalesce(o.end_time, o.start_time, o.event_ts),
-       o.event_ts, c.committed_at
+       o.event_ts, c.committed_at, c.uploaded_at, o.source_key
 FROM {{ db }}.observations_staging AS o
 INNER JOIN ({{ committed() }}) AS c ON o.source_key = c.source_key AND o.load_id = c.load_id
 WHERE o.source_key IN ({{ committed_keys() }}) AND o.trace_id != ''
@@ -164,10 +165,11 @@ WHERE propagation_id = {pid:String} AND kind = 'repair'
 {%- macro staging_versions() -%}
 SELECT s.project_id AS project_id, s.id AS id,
 {%- for f in observation_fields %} s.{{ f }} AS {{ f }},{% endfor %}
-    s.event_ts AS event_ts, 1 AS priority, c.committed_at AS committed_at
+    s.event_ts AS event_ts, 1 AS priority, c.committed_at AS committed_at, c.uploaded_at AS uploaded_at,
+    cityHash64(s.source_key) AS key_hash, s.is_update AS is_update
 FROM {{ db }}.observations_staging AS s
 INNER JOIN (
-    SELECT source_key, load_id, recorded_at AS committed_at FROM {{ db }}.ingest_ledger
+    SELECT source_key, load_id, recorded_at AS committed_at, uploaded_at FROM {{ db }}.ingest_ledger
     WHERE status = 'loaded' AND recorded_at < {horizon:DateTime64(6, 'UTC')}
 ) AS c ON s.source_key = c.source_key AND s.load_id = c.load_id
 {%- endmacro %}
@@ -201,13 +203,15 @@ FROM ({{ staging_versions() }}
 {{ insert_rows(merged) }}
 {%- endmacro %}
 
-{#- Everything else: all versions of the observation (latest non-empty field wins), the existing row as the
-    base for fields no staging version sets. -#}
+{#- Everything else: all versions of the observation, the existing row as the base for fields no staging
+    version sets. Per field the latest non-empty value wins, in the version order of docs/design.md: event
+    time, then upload time, then a hash of the object key, a create before an update, and last a hash of the
+    value itself, so no tie is left to the order rows happen to be read in. -#}
 {%- macro insert_merged() -%}
 {%- set merged -%}
 SELECT project_id, id,
 {%- for f, is_set in merge_fields.items() %}
-    argMaxIf({{ f }}, (priority, event_ts, committed_at), {{ is_set }}) AS {{ f }}_merged,
+    argMaxIf({{ f }}, (priority, event_ts, uploaded_at, key_hash, is_update, cityHash64({{ f }})), {{ is_set }}) AS {{ f }}_merged,
 {%- endfor %}
     min(event_ts) AS first_event_ts, max(event_ts) AS last_event_ts, max(committed_at) AS committed_max
 FROM (
@@ -225,7 +229,7 @@ FROM (
     -- the existing row
     SELECT project_id, id,
     {%- for f in observation_fields %} {{ f }},{% endfor %}
-        event_ts, 0, source_version
+        event_ts, 0, source_version, source_version, 0, false
     FROM ({{ existing() }})
 )
 GROUP BY project_id, id
