@@ -10,6 +10,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
+from orchestration.faults import classify
 from orchestration.loader import STAGING_TABLES, LoadReport, load_objects
 from orchestration.reconcile import pending_keys
 from orchestration.resources import ClickHouseResource
@@ -106,8 +107,16 @@ def staging_tables(
         batches: list[dict[str, str]] = [dict.fromkeys(config.keys, "")] if config.keys else []
         if config.scan_all:
             batches = [*batches, *pending_keys(ch, client, settings)]
-        for page in batches:
-            report.add(load_objects(ch, client, list(page), settings, run_id=context.run.run_id, etags=page))
+        try:
+            for page in batches:
+                report.add(
+                    load_objects(ch, client, list(page), settings, run_id=context.run.run_id, etags=page)
+                )
+        except Exception as exc:  # a fault an operator can fix reads as one line in the UI; bugs stay raw
+            fault = classify(exc)
+            if fault is None:
+                raise
+            raise dg.Failure(description=fault.message) from exc
         for o in report.quarantined:
             context.log.warning(f"quarantined {o.key}: {o.reason}")
         for note in report.notes:

@@ -70,7 +70,44 @@ def _write_dagster_home(settings: Settings) -> Path:
     return home
 
 
-@click.group()
+class _Commands(click.Group):
+    """Every command ends a fault in one line on stderr and a documented exit code
+    (``orchestration/faults.py``); the traceback goes to ``$TRACEHOUSE_HOME/logs/tracehouse.log``."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            from orchestration.faults import EXIT_BUG, classify, first_line
+
+            log = _log_traceback()
+            fault = classify(exc)
+            # one unwrapped line (a rich console would wrap it to the terminal's width)
+            if fault is None:
+                click.echo(
+                    f"error: unexpected {type(exc).__name__}: {first_line(exc)} (traceback in {log})",
+                    err=True,
+                )
+                ctx.exit(EXIT_BUG)
+            click.echo(f"error: {fault.message} (details in {log})", err=True)
+            ctx.exit(fault.code)
+
+
+def _log_traceback() -> Path:
+    import traceback
+
+    home = Path(os.environ.get("TRACEHOUSE_HOME") or ".tracehouse").resolve()
+    log = home / "logs" / "tracehouse.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} tracehouse {' '.join(sys.argv[1:])}\n")
+        out.write(traceback.format_exc())
+    return log
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """tracehouse: raw LLM-trace batches in S3 into query-ready ClickHouse tables, orchestrated by Dagster."""
     # `kill` unwinds like Ctrl-C, so every command stops the SeaweedFS and Dagster processes it started.

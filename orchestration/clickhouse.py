@@ -186,17 +186,13 @@ class _EmbeddedRegistry:
             path.mkdir(parents=True, exist_ok=True)
             self._lock_fd = _lock_folder(path, wait_seconds)
             try:
+                _check_status_file(path)
                 import chdb
 
                 self._conn = chdb.connect(str(path))
-            except Exception as exc:
+            except Exception:
                 _unlock_folder(self._lock_fd)
                 self._lock_fd = None
-                if "Cannot lock file" in str(exc):
-                    raise EmbeddedClickHouseBusy(
-                        f"embedded ClickHouse folder {path} is locked by a process that does not use "
-                        "tracehouse's lock file; stop it or set CLICKHOUSE_URL"
-                    ) from exc
                 raise
             self._path, self._client, self._refs = path, ChdbClickHouse(self._conn), 1
             return self._client
@@ -235,6 +231,31 @@ def _lock_folder(path: Path, wait_seconds: float) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
+
+
+def _check_status_file(path: Path) -> None:
+    """Fail with a clear message when another process (one that does not take tracehouse's lock file: a
+    chDB script, a clickhouse-local) has the folder open. ClickHouse locks ``<folder>/status`` while it
+    runs; chDB would fail on it with a generic connection error and only log the real reason."""
+    status = path / "status"
+    if not status.exists():
+        return
+    fd = os.open(status, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        text = os.pread(fd, 256, 0).decode(errors="replace")
+        holder = next(
+            (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("PID:")), ""
+        )
+        raise EmbeddedClickHouseBusy(
+            f"embedded ClickHouse folder {path} is held by another process{f' (pid {holder})' if holder else ''} "
+            "that does not use tracehouse's lock file (a chDB script or clickhouse-local?); stop it, or set "
+            "CLICKHOUSE_URL to use a server"
+        ) from None
+    finally:
+        os.close(fd)
 
 
 def _unlock_folder(fd: int | None) -> None:

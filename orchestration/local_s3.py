@@ -87,8 +87,11 @@ def s3_client(
 ):
     """A boto3 client with path-style addressing (what SeaweedFS and most S3 clones need).
 
-    ``patient=False`` is for probing: one attempt with short timeouts instead of retries over minutes.
+    Timeouts are bounded so an endpoint that hangs fails a command within a minute: 5 s to connect,
+    ``TRACEHOUSE_S3_READ_TIMEOUT_SECONDS`` (15) per read, 3 attempts with backoff. ``patient=False`` is for
+    probing: one attempt with short timeouts.
     """
+    read_timeout = float(os.environ.get("TRACEHOUSE_S3_READ_TIMEOUT_SECONDS") or 15)
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url,
@@ -97,10 +100,10 @@ def s3_client(
         region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
         config=Config(
             s3={"addressing_style": "path"},
-            retries={"max_attempts": 5 if patient else 1, "mode": "standard"},
+            retries={"max_attempts": 3 if patient else 1, "mode": "standard"},
             max_pool_connections=32,
-            connect_timeout=60 if patient else 2,
-            read_timeout=60 if patient else 5,
+            connect_timeout=min(5, read_timeout) if patient else 2,
+            read_timeout=read_timeout if patient else 5,
         ),
     )
 

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
@@ -49,6 +50,19 @@ class ClickHouseResource(dg.ConfigurableResource):
             yield ch
 
 
+class RawBucketS3(S3Resource):
+    """dagster-aws's ``S3Resource`` with the client every tracehouse command uses: path-style addressing
+    and bounded connect/read timeouts and retries, so a hung endpoint fails a run within a minute instead of
+    botocore's minutes of default retries."""
+
+    def get_client(self) -> Any:
+        from orchestration.local_s3 import s3_client
+
+        return s3_client(
+            self.endpoint_url, self.aws_access_key_id, self.aws_secret_access_key, self.region_name
+        )
+
+
 def _env(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
@@ -57,11 +71,10 @@ def build_resources() -> dict[str, object]:
     home = os.environ.get("TRACEHOUSE_HOME") or ".tracehouse"
     return {
         "clickhouse": ClickHouseResource(url=_env("CLICKHOUSE_URL"), home=home),
-        "s3": S3Resource(
+        "s3": RawBucketS3(
             endpoint_url=_env("S3_ENDPOINT_URL"),
             aws_access_key_id=_env("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
             region_name=os.environ.get("AWS_REGION") or "us-east-1",
-            max_attempts=5,
         ),
     }
