@@ -246,11 +246,10 @@ def _check_status_file(path: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
     except BlockingIOError:
         text = os.pread(fd, 256, 0).decode(errors="replace")
-        holder = next(
-            (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("PID:")), ""
-        )
+        pids = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("PID:")]
+        holder = f" (pid {pids[0]})" if pids else ""
         raise EmbeddedClickHouseBusy(
-            f"embedded ClickHouse folder {path} is held by another process{f' (pid {holder})' if holder else ''} "
+            f"embedded ClickHouse folder {path} is held by another process{holder} "
             "that does not use tracehouse's lock file (a chDB script or clickhouse-local?); stop it, or set "
             "CLICKHOUSE_URL to use a server"
         ) from None

@@ -79,11 +79,10 @@ def test_wrong_s3_secret_is_one_line_and_exit_4(env, s3):
 
 def test_a_chdb_folder_held_by_a_foreign_process_names_it(env, s3):
     env.chdb_path.mkdir(parents=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import chdb, time; c = chdb.connect({str(env.chdb_path)!r}); print(1, flush=True); "
-         "time.sleep(120)"],
-        stdout=subprocess.PIPE,
-    )  # fmt: skip
+    script = (
+        f"import chdb, time; c = chdb.connect({str(env.chdb_path)!r}); print(1, flush=True); time.sleep(99)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     try:
         assert holder.stdout.readline().strip() == b"1"
         done, seconds = _run_once({})
