@@ -6,10 +6,12 @@ Protocol per group of objects (one group is at most ``group_bytes`` of raw data)
    twice), unless the caller listed them with an ETag other than the one loaded: an object overwritten
    after its load is loaded again as a new version (reported, never silent); objects left ``started`` by a
    crashed attempt, and overwritten ones, have their earlier staging rows deleted first;
-2. the group is fetched (S3 GETs in parallel threads) and parsed into Arrow (in a pool of worker
-   processes, one per core: parsing is CPU work the GIL would serialise); a bad object becomes a
-   quarantine outcome with its reason, the others go on. OTLP/JSON objects are only decoded: ClickHouse
-   maps them (``orchestration/otlp_json.py``), and the few it does not take are parsed in Python after;
+2. the group is fetched (S3 GETs in parallel threads, at most ``max_bytes_in_flight`` fetched bytes held
+   before the loading thread takes them) and parsed into Arrow (in a pool of worker processes, one per
+   core: parsing is CPU work the GIL would serialise); a bad object becomes a quarantine outcome with its
+   reason, the others go on. OTLP/JSON objects are only decoded, one at a time in the loading thread (so
+   eight gzip bombs never inflate at once): ClickHouse maps them (``orchestration/otlp_json.py``), and the
+   few it does not take are parsed in Python after;
 3. ledger rows ``started`` (with a fresh ``load_id``) are written, then the staging rows (tagged with that
    ``load_id``), then one ledger row per object: ``loaded`` with row counts or ``quarantined`` with the
    reason (the quarantine table is fed from that same insert by a materialized view).
@@ -97,11 +99,62 @@ class _Fetched:
     raw: RawKey | None = None
     mapping: otlp_json.RawObject | None = None  # decoded OTLP/JSON for ClickHouse to map
     data: bytes = b""  # the object as fetched, for the Python parser
+    budgeted: int = 0  # bytes of the fetch budget this object holds until the loading thread takes it
 
     @property
     def weight(self) -> int:
         """Bytes this object holds in memory while its group loads."""
-        return len(self.mapping.data) if self.mapping else self.outcome.size
+        return len(self.data) + (len(self.mapping.data) if self.mapping else 0)
+
+
+class ByteBudget:
+    """At most ``limit`` bytes fetched and not yet taken by the loading thread, across all fetch threads.
+
+    Grants go in ticket order (the order the loading thread consumes results in), so a later object can
+    never hold the bytes an earlier one waits for while the loading thread waits for that earlier one; an
+    object larger than the whole budget is granted when nothing else is held.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit, self._held = limit, 0
+        self._next_ticket = self._serving = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def ticket(self) -> int:
+        with self._cond:
+            self._next_ticket += 1
+            return self._next_ticket - 1
+
+    def acquire(self, ticket: int, size: int) -> None:
+        """Wait for ``ticket``'s turn and room for ``size`` bytes (0 to pass the turn on)."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: (
+                    self._closed
+                    or (self._serving == ticket and (self._held + size <= self._limit or self._held == 0))
+                )
+            )
+            self._held += size
+            self._serving += 1
+            self._cond.notify_all()
+
+    def release(self, size: int) -> None:
+        with self._cond:
+            self._held -= size
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """The load is over (or failed): let every waiting fetch through, so none blocks shutdown."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def serving(self) -> int:
+        """The ticket whose turn it is."""
+        with self._cond:
+            return self._serving
 
 
 @dataclass(frozen=True)
@@ -133,46 +186,62 @@ def overwritten(state: LedgerState | None, listed_etag: str | None) -> bool:
     return bool(state and state.committed and state.etag and listed_etag and listed_etag != state.etag)
 
 
-def _fetch(s3, bucket: str, key: str, settings: Settings) -> _Fetched:
-    """GET one object (in a fetch thread). Parsing happens later, driven from the loading thread."""
+def _fetch(s3, key: str, settings: Settings, budget: ByteBudget, ticket: int) -> _Fetched:
+    """GET one object (in a fetch thread) within the byte budget. Decoding and parsing happen later, driven
+    from the loading thread, which releases the object's share of the budget when it takes it."""
     outcome = Outcome(key=key, status="quarantined")
+    reserved = 0
     try:
-        raw = parse_key(key, settings.raw_prefix)
-    except BadKey as exc:
-        outcome.reason = str(exc)
-        return _Fetched(outcome)
-    outcome.project_id, outcome.format = raw.project_id, raw.format
-    try:
-        response = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            outcome.reason = "object was listed but no longer exists in the bucket"
-            return _Fetched(outcome)
-        raise
-    body = response["Body"]
-    outcome.size, outcome.etag = int(response.get("ContentLength") or 0), response.get("ETag", "").strip('"')
-    if isinstance(response.get("LastModified"), datetime):
-        outcome.uploaded_at = response["LastModified"].astimezone(UTC)
-    try:
-        if outcome.size > settings.max_object_bytes:
-            outcome.reason = (
-                f"object is {outcome.size} bytes, over the {settings.max_object_bytes}-byte limit"
-            )
-            return _Fetched(outcome)
-        data = body.read(settings.max_object_bytes + 1)
-    finally:
-        body.close()
-    if raw.format == "otlp_json" and settings.otlp_json_in_clickhouse:
         try:
-            decoded = decode_object(raw, data, settings.max_object_bytes)
-        except BadObject as exc:
+            raw = parse_key(key, settings.raw_prefix)
+        except BadKey as exc:
             outcome.reason = str(exc)
             return _Fetched(outcome)
-        outcome.status = "mapping"
-        mapping = otlp_json.RawObject(key, raw.project_id, decoded)
-        return _Fetched(outcome, raw=raw, mapping=mapping, data=data)
-    outcome.status = "parsing"
-    return _Fetched(outcome, raw=raw, data=data)
+        outcome.project_id, outcome.format = raw.project_id, raw.format
+        try:
+            response = s3.get_object(Bucket=settings.raw_bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                outcome.reason = "object was listed but no longer exists in the bucket"
+                return _Fetched(outcome)
+            raise
+        body = response["Body"]
+        outcome.size = int(response.get("ContentLength") or 0)
+        outcome.etag = response.get("ETag", "").strip('"')
+        if isinstance(response.get("LastModified"), datetime):
+            outcome.uploaded_at = response["LastModified"].astimezone(UTC)
+        try:
+            if outcome.size > settings.max_object_bytes:
+                outcome.reason = (
+                    f"object is {outcome.size} bytes, over the {settings.max_object_bytes}-byte limit"
+                )
+                return _Fetched(outcome)
+            budget.acquire(ticket, outcome.size)
+            reserved = outcome.size
+            data = body.read(settings.max_object_bytes + 1)
+        finally:
+            body.close()
+        outcome.status = "parsing"
+        return _Fetched(outcome, raw=raw, data=data, budgeted=reserved)
+    except BaseException:
+        budget.release(reserved)
+        raise
+    finally:
+        if ticket >= budget.serving:  # this object never took its turn: pass it on
+            budget.acquire(ticket, 0)
+
+
+def _decode_for_clickhouse(item: _Fetched, settings: Settings) -> None:
+    """Gunzip an OTLP/JSON object for ClickHouse to map (in the loading thread, one object at a time)."""
+    if item.raw is None or item.raw.format != "otlp_json" or not settings.otlp_json_in_clickhouse:
+        return
+    try:
+        decoded = decode_object(item.raw, item.data, settings.max_object_bytes)
+    except BadObject as exc:
+        item.outcome.status, item.outcome.reason, item.data = "quarantined", str(exc), b""
+        return
+    item.outcome.status = "mapping"
+    item.mapping = otlp_json.RawObject(item.outcome.key, item.raw.project_id, decoded)
 
 
 _DIED_TWICE = "the parser process died on this object twice (out of memory or a crash)"
@@ -442,26 +511,50 @@ def load_objects(
             )
 
     parsers = ParserPool(enabled=len(todo) > 1)
-    with ThreadPoolExecutor(max_workers=fetch_threads) as pool, closing(parsers):
-        fetched = _bounded_map(
-            pool, lambda k: _fetch(s3, settings.raw_bucket, k, settings), todo, in_flight=fetch_threads * 2
-        )
-        for group in _groups(fetched, group_bytes):
-            load_id = uuid.uuid4().hex
-            _parse_all(parsers, [f for f in group if f.outcome.status == "parsing"], settings)
-            committing = [f.outcome for f in group if f.outcome.status in ("loaded", "mapping")]
-            if committing:
-                ch.insert_arrow(f"{db}.ingest_ledger", _ledger_table(committing, "started", run_id, load_id))
-                _insert_tables(ch, db, load_id, [f for f in group if f.tables])
-            mapping = [f for f in group if f.mapping is not None]
-            if mapping:
-                parsed = _map_in_clickhouse(ch, db, load_id, mapping, settings, parsers, report)
-                _insert_tables(ch, db, load_id, parsed)
-            ch.insert_arrow(
-                f"{db}.ingest_ledger", _ledger_table([f.outcome for f in group], None, run_id, load_id)
-            )
-            for item in group:
-                report.outcomes.append(item.outcome)
-                if on_object:
-                    on_object(item.outcome)
+    budget = ByteBudget(settings.max_bytes_in_flight)
+    pool = ThreadPoolExecutor(max_workers=fetch_threads)
+
+    def taken() -> Iterator[_Fetched]:
+        tickets = ((key, budget.ticket()) for key in todo)  # drawn in submission order
+        fetch = lambda kt: _fetch(s3, kt[0], settings, budget, kt[1])  # noqa: E731
+        for item in _bounded_map(pool, fetch, tickets, in_flight=fetch_threads * 2):
+            _decode_for_clickhouse(item, settings)
+            budget.release(item.budgeted)
+            yield item
+
+    with closing(parsers):
+        try:
+            for group in _groups(taken(), group_bytes):
+                _load_group(ch, db, run_id, group, settings, parsers, report, on_object)
+        finally:
+            budget.close()
+            pool.shutdown(wait=True, cancel_futures=True)
     return report
+
+
+def _load_group(
+    ch: ClickHouse,
+    db: str,
+    run_id: str,
+    group: list[_Fetched],
+    settings: Settings,
+    parsers: ParserPool,
+    report: LoadReport,
+    on_object: Callable[[Outcome], None] | None,
+) -> None:
+    """Steps 2-3 of the protocol for one group: parse, ledger ``started``, staging rows, ledger outcome."""
+    load_id = uuid.uuid4().hex
+    _parse_all(parsers, [f for f in group if f.outcome.status == "parsing"], settings)
+    committing = [f.outcome for f in group if f.outcome.status in ("loaded", "mapping")]
+    if committing:
+        ch.insert_arrow(f"{db}.ingest_ledger", _ledger_table(committing, "started", run_id, load_id))
+        _insert_tables(ch, db, load_id, [f for f in group if f.tables])
+    mapping = [f for f in group if f.mapping is not None]
+    if mapping:
+        parsed = _map_in_clickhouse(ch, db, load_id, mapping, settings, parsers, report)
+        _insert_tables(ch, db, load_id, parsed)
+    ch.insert_arrow(f"{db}.ingest_ledger", _ledger_table([f.outcome for f in group], None, run_id, load_id))
+    for item in group:
+        report.outcomes.append(item.outcome)
+        if on_object:
+            on_object(item.outcome)

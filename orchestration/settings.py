@@ -36,6 +36,7 @@ class Settings:
     propagation_interval_seconds: int
     max_object_bytes: int
     max_record_bytes: int
+    max_bytes_in_flight: int  # fetched object bytes held before the loading thread takes them
     core_truncate_chars: int
     otlp_json_in_clickhouse: bool  # map OTLP/JSON in ClickHouse (orchestration/otlp_json.py), not Python
 
@@ -67,6 +68,7 @@ def load_settings() -> Settings:
         propagation_interval_seconds=_int("PROPAGATION_INTERVAL_SECONDS", 180),
         max_object_bytes=_int("TRACEHOUSE_MAX_OBJECT_BYTES", 256 * 1024 * 1024),
         max_record_bytes=_int("TRACEHOUSE_MAX_RECORD_BYTES", 16 * 1024 * 1024),
+        max_bytes_in_flight=_int("TRACEHOUSE_MAX_BYTES_IN_FLIGHT", 256 * 1024 * 1024),
         core_truncate_chars=_int("TRACEHOUSE_CORE_TRUNCATE_CHARS", 2048),
         otlp_json_in_clickhouse=_int("TRACEHOUSE_OTLP_JSON_IN_CLICKHOUSE", 1) != 0,
     )

@@ -15,21 +15,26 @@ __all__ = ["BadObject", "ParsedObject", "decode_object", "gunzip_bounded", "pars
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
+_CHUNK = 4 * 1024 * 1024
+
+
 def gunzip_bounded(data: bytes, limit: int) -> bytes:
-    """Decompress gzip (possibly multi-member) without letting a small bomb exceed ``limit`` bytes."""
+    """Decompress gzip (possibly multi-member) without letting a small bomb exceed ``limit`` bytes. It
+    inflates in chunks, so a bomb holds at most ``limit`` plus one chunk before it is refused."""
     out = bytearray()
     remaining = data
     while remaining:
         d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        pending = remaining
         try:
-            out += d.decompress(remaining, limit + 1 - len(out))
+            while pending and not d.eof:
+                out += d.decompress(pending, min(_CHUNK, limit + 1 - len(out)))
+                if len(out) > limit:
+                    raise BadObject(f"object decompresses to more than the {limit}-byte limit")
+                pending = d.unconsumed_tail
         except zlib.error as exc:
             raise BadObject(f"corrupt gzip: {exc}") from None
-        if len(out) > limit:
-            raise BadObject(f"object decompresses to more than the {limit}-byte limit")
         if not d.eof:
-            if d.unconsumed_tail:
-                raise BadObject(f"object decompresses to more than the {limit}-byte limit")
             raise BadObject("truncated gzip: the stream ends before its end marker")
         remaining = d.unused_data
         if remaining and not remaining.startswith(_GZIP_MAGIC):
