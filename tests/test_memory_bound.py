@@ -56,3 +56,15 @@ def test_eight_gzip_bombs_inflate_one_at_a_time(env, s3):
     # one object inflating (its limit, 64 MiB, in 4 MiB chunks: 73 MiB measured) plus allocator slack;
     # eight at once, as before, grew it by 562 MiB
     assert grew < 2 * LIMIT, f"peak memory grew by {grew / 2**20:.0f} MiB"
+
+
+def test_a_budget_smaller_than_every_object_still_loads_them_all(env, s3, ch, monkeypatch):
+    """Each object is then granted alone (nothing else held): eight fetch threads, no deadlock."""
+    from orchestration.generate import generate
+    from orchestration.loader import load_objects
+    from orchestration.settings import load_settings
+
+    keys = generate(s3, env.raw_bucket, "", objects=12, traces_per_object=3, seed=4).keys
+    monkeypatch.setenv("TRACEHOUSE_MAX_BYTES_IN_FLIGHT", "1")
+    report = load_objects(ch, s3, keys, load_settings(), run_id="t", fetch_threads=8, group_bytes=1)
+    assert report.count("loaded") == len(keys)
