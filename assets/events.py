@@ -135,11 +135,14 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
 # --- checks: small functions (tests call them on broken data) wrapped as asset checks ---------------
 
 
-def duplicate_rows(ch: ClickHouse, table: str, db: str = DATABASE) -> int:
-    """Rows beyond one per observation in ``table`` (started in the last CHECK_DAYS days)."""
+def duplicate_rows(ch: ClickHouse, table: str, db: str = DATABASE, visible: bool = True) -> int:
+    """Rows beyond one per observation in ``table`` (started in the last CHECK_DAYS days), as readers see
+    it (``<table>_current``), or as stored (``visible=False``: in the middle of a window, superseded rows
+    are still stored until the window's delete)."""
+    source = f"{table}_current" if visible else table
     return query_scalar(
         ch,
-        f"SELECT count() - uniqExact(project_id, id) FROM {db}.{table} "  # noqa: S608
+        f"SELECT count() - uniqExact(project_id, id) FROM {db}.{source} "  # noqa: S608
         f"WHERE start_time >= now64(6) - INTERVAL {CHECK_DAYS} DAY",
     )
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
-from orchestration.propagation import LOOKUP_SLACK, as_utc, delete_superseded, repair_traces, sql_module
+from orchestration.propagation import LOOKUP_SLACK, as_utc, publish_rows, repair_traces, sql_module
 from orchestration.settings import DATABASE, LEGACY_DATABASE
 
 COPIES = {"observations": "migration_observations", "traces": "migration_traces"}
@@ -129,8 +129,9 @@ def migrate_part(ch: ClickHouse, part: str, db: str = DATABASE, source_db: str |
     )
     params["lookup_from"] = as_utc(earliest) - LOOKUP_SLACK if earliest else datetime(1970, 1, 1)
     ch.command(sql.insert_trace_attributes(), params)
+    ch.command(sql_module("propagation", db).mark_in_flight(), params)
     ch.command(sql.insert_part(), params)
-    superseded = delete_superseded(ch, db, params)
+    superseded = publish_rows(ch, db, params)
     # rows the live path wrote before these legacy trace attributes were known
     repaired, _ = repair_traces(ch, pid, db)
     check = query_rows(ch, sql.verify_part(), params)[0]

@@ -38,6 +38,7 @@ SOURCES = {
     "events_core": [*EVENT_COLUMNS, "input_truncated", "output_truncated", "metadata_truncated"],
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+VISIBLE = "_current"  # suffix of the views over events / events_core that hide in-flight and superseded rows
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def _render(template: str, db: str, days: list[date] | None, capture: _Capture |
         if name not in SOURCES:
             raise ValueError(f"unknown source {name!r}; sources are {sorted(SOURCES)}")
         capture.sources.append(name)
-        return f"{db}.{name}"
+        return f"{db}.{name}{VISIBLE}"  # the view readers use: each observation once, even mid-window
 
     def partition_filter(column: str) -> str:
         return f"toDate({column}) IN {{days:Array(Date)}}" if days is not None else "1 = 1"
@@ -167,7 +168,7 @@ def output_columns(model: Model) -> list[str]:
 def column_lineage(model: Model, models: dict[str, Model]) -> dict[str, list[tuple[str, str]]]:
     """For each output column: the (table, column) pairs of sources/models it is computed from."""
     schema: dict[str, dict[str, str]] = {
-        name: dict.fromkeys(cols, "String") for name, cols in SOURCES.items()
+        name + VISIBLE: dict.fromkeys(cols, "String") for name, cols in SOURCES.items()
     }
     for ref in model.refs:
         schema[ref] = dict.fromkeys(output_columns(models[ref]), "String")
@@ -178,7 +179,7 @@ def column_lineage(model: Model, models: dict[str, Model]) -> dict[str, list[tup
         for leaf in node.walk():
             if leaf.downstream or not isinstance(leaf.source, exp.Table):
                 continue
-            deps.add((leaf.source.name, leaf.name.split(".")[-1]))
+            deps.add((leaf.source.name.removesuffix(VISIBLE), leaf.name.split(".")[-1]))
         result[column] = sorted(deps)
     return result
 
@@ -318,14 +319,14 @@ def reconcile(ch: ClickHouse, model: Model, db: str = DATABASE) -> list[dict[str
         sql = (
             f"SELECT d, {', '.join(f'm_{i}, s_{i}' for i in range(len(measures)))} FROM "  # noqa: S608
             f"(SELECT {day_col} AS d, {model_side} FROM {db}.{model.name} GROUP BY d) AS m "
-            f"LEFT JOIN (SELECT toDate(start_time) AS d, {source_side} FROM {db}.events_core "
+            f"LEFT JOIN (SELECT toDate(start_time) AS d, {source_side} FROM {db}.events_core{VISIBLE} "
             f"WHERE {where} AND toDate(start_time) IN (SELECT DISTINCT {day_col} FROM {db}.{model.name}) "
             "GROUP BY d) AS s USING (d)"
         )
     else:
         sql = (
             f"SELECT 'all' AS d, * FROM (SELECT {model_side} FROM {db}.{model.name}) AS m "  # noqa: S608
-            f"CROSS JOIN (SELECT {source_side} FROM {db}.events_core WHERE {where}) AS s"
+            f"CROSS JOIN (SELECT {source_side} FROM {db}.events_core{VISIBLE} WHERE {where}) AS s"
         )
     differences = []
     for row in query_rows(ch, sql):
@@ -339,7 +340,7 @@ def reconcile(ch: ClickHouse, model: Model, db: str = DATABASE) -> list[dict[str
 def days_in_events(ch: ClickHouse, since: date | None = None, db: str = DATABASE) -> list[date]:
     rows = query_rows(
         ch,
-        f"SELECT DISTINCT toDate(start_time) AS d FROM {db}.events_core "  # noqa: S608
+        f"SELECT DISTINCT toDate(start_time) AS d FROM {db}.events_core{VISIBLE} "  # noqa: S608
         "WHERE toDate(start_time) >= {since:Date} ORDER BY d",
         {"since": since or date(1970, 1, 1)},
     )

@@ -15,9 +15,12 @@ One window, all heavy work inside ClickHouse:
    version and no row yet (the common case) are projected as they are; the rest are merged (latest
    non-empty field wins, the existing events row is the base for fields no staging row has).
    ``events_core`` is filled by its materialized view in the same insert;
-4. delete the superseded rows of those keys from both tables. The current row of an observation is the one
-   with the greatest ``(source_version, propagated_at, propagation_id)``, so a retry after a crash at any
-   point, a manual re-run, or two runs racing all converge on exactly one row per observation.
+4. publish the new rows and hide the rows they supersede, in one insert into ``events_hidden``, then delete
+   the superseded rows from both tables. The current row of an observation is the one with the greatest
+   ``(source_version, propagated_at, propagation_id)``, so a retry after a crash at any point, a manual
+   re-run, or two runs racing all converge on exactly one row per observation; readers of
+   ``events_current`` / ``events_core_current`` see exactly one at every moment in between (the window's
+   rows are hidden from their insert until they are published: see migration 0011).
 """
 
 from __future__ import annotations
@@ -245,6 +248,7 @@ def propagate(
 ) -> PropagationReport:
     """Process every due window after the watermark (at most ``max_windows`` non-empty ones)."""
     target = (now or server_now(ch)) - timedelta(seconds=delay_seconds)
+    drop_stale_hidden(ch, db)
     report = PropagationReport(watermark=watermark(ch, db))
     start = report.watermark
     processed = 0
@@ -318,12 +322,13 @@ def _write_rows(ch: ClickHouse, db: str, window: dict, horizon: datetime) -> tup
         repaired = query_scalar(ch, sql.count_repaired(), params)
     # every key needs no merge when nothing is repaired, nothing is in events yet and each observation has
     # one version in the window: the common case, decided from counts instead of a join over the keys
+    ch.command(sql.mark_in_flight(), params)
     if keys["repair"] == 0 and keys["existing"] == 0 and keys["versions"] <= 1:
         ch.command(sql.insert_simple(every_key_simple=True), params)
     else:
         ch.command(sql.insert_simple(), params)
         ch.command(sql.insert_merged(), params)
-    return repaired, delete_superseded(ch, db, params)
+    return repaired, publish_rows(ch, db, params)
 
 
 def repair_traces(ch: ClickHouse, traces_of: str, db: str = DATABASE) -> tuple[int, int]:
@@ -358,17 +363,21 @@ def _earliest_start(ch: ClickHouse, db: str, window: dict) -> datetime | None:
     return min(found) if found else None
 
 
-def delete_superseded(ch: ClickHouse, db: str, params: dict) -> int:
-    """Remove every row of the touched observations but the current one, from events and events_core.
+def publish_rows(ch: ClickHouse, db: str, params: dict) -> int:
+    """Make the rows of propagation ``params['pid']`` visible and remove every other row of the touched
+    observations but the current one, from events and events_core; returns the rows removed.
 
-    events_core is only cleaned when events had superseded rows: a retry after a crash between the two
-    deletes inserts new current rows, so events has superseded rows again whenever events_core does.
+    Readers switch over in one insert (the new rows published, the superseded ones hidden), then the
+    superseded rows are deleted and the propagation's ``events_hidden`` partition dropped. events_core is
+    only cleaned when events had superseded rows: a retry after a crash between the two deletes inserts new
+    current rows, so events has superseded rows again whenever events_core does.
     """
     sql = _statements(db)
-    if not query_scalar(ch, sql.others(), params):
-        return 0
-    replaced = query_scalar(ch, f"SELECT count() FROM ({sql.superseded('events')})", params)  # noqa: S608
+    replaced = 0
+    if query_scalar(ch, sql.others(), params):
+        replaced = query_scalar(ch, f"SELECT count() FROM ({sql.superseded('events')})", params)  # noqa: S608
     if replaced:
+        ch.command(sql.publish_and_retire(), params)
         for table in ("events", "events_core"):
             ch.command(
                 f"DELETE FROM {db}.{table} WHERE start_time >= {{lookup_from:DateTime64(6, 'UTC')}} "  # noqa: S608
@@ -376,7 +385,21 @@ def delete_superseded(ch: ClickHouse, db: str, params: dict) -> int:
                 f"FROM ({sql.superseded(table)}))",
                 params,
             )
+    ch.command(f"ALTER TABLE {db}.events_hidden DROP PARTITION {{pid:String}}", params)  # noqa: S608
     return replaced
+
+
+def drop_stale_hidden(ch: ClickHouse, db: str = DATABASE) -> int:
+    """Drop ``events_hidden`` partitions older than a day: left by crashed runs whose retry has long since
+    superseded (and deleted) the rows they hide."""
+    stale = query_rows(
+        ch,
+        f"SELECT DISTINCT propagation_id AS pid FROM {db}.events_hidden "  # noqa: S608
+        "WHERE created_at < now() - INTERVAL 1 DAY",
+    )
+    for row in stale:
+        ch.command(f"ALTER TABLE {db}.events_hidden DROP PARTITION {{pid:String}}", row)  # noqa: S608
+    return len(stale)
 
 
 def _log(ch: ClickHouse, db: str, result: WindowResult, status: str, run_id: str) -> None:

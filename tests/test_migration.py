@@ -76,7 +76,7 @@ _KILL = textwrap.dedent(
     def die(*_args, **_kwargs):
         os._exit(9)
 
-    migration.delete_superseded = die  # rows of the part are in events; cleanup and verification never ran
+    migration.publish_rows = die  # rows of the part are in events; cleanup and verification never ran
     with open_clickhouse(None, load_settings().chdb_path) as ch:
         migration.migrate_part(ch, sys.argv[1])
     """
@@ -102,6 +102,8 @@ def test_killed_part_is_resumed_exactly_once(env):
     assert child.returncode == 9, child.stderr.decode()[-2000:]
     with open_clickhouse(None, env.chdb_path) as ch:
         assert query_scalar(ch, f"SELECT count() - uniqExact(id) FROM {DB}.events") > 0  # half done, for real
+        readers_see = query_scalar(ch, f"SELECT count() - uniqExact(id) FROM {DB}.events_current")
+        assert readers_see == 0  # but not to readers
     cli = [str(Path(sys.executable).parent / "tracehouse"), "migrate", "--rows-per-part", "2000", "--redo"]
     done = subprocess.run(cli, cwd=REPO, env=os.environ, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr

@@ -207,8 +207,12 @@ _CRASH = textwrap.dedent(
         os._exit(9)
 
     point = sys.argv[1]
-    if point == "after_insert":  # the events insert committed, superseded rows not yet removed
-        p.delete_superseded = die
+    if point == "after_insert":  # the events insert committed, not yet published
+        p.publish_rows = die
+    elif point == "after_publish":  # published and superseded rows hidden, not yet deleted
+        command = ChdbClickHouse.command
+        ChdbClickHouse.command = lambda self, sql, params=None: (
+            die() if sql.startswith("DELETE FROM tracehouse.events ") else command(self, sql, params))
     elif point == "mid_cleanup":  # events cleaned, events_core not yet
         command = ChdbClickHouse.command
         ChdbClickHouse.command = lambda self, sql, params=None: (
@@ -222,7 +226,7 @@ _CRASH = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("crash_at", ["after_insert", "mid_cleanup", "before_watermark"])
+@pytest.mark.parametrize("crash_at", ["after_insert", "after_publish", "mid_cleanup", "before_watermark"])
 def test_killed_run_is_completed_exactly_once_by_the_next(env, s3, crash_at):
     early, _ = _split_v2()
     with open_clickhouse(None, env.chdb_path) as ch:
@@ -239,10 +243,15 @@ def test_killed_run_is_completed_exactly_once_by_the_next(env, s3, crash_at):
             ch, f"SELECT countIf(status = 'started') - countIf(status = 'done') FROM {DB}.propagation_log"
         )
         assert started == 1  # the killed window never reached its watermark
-        # the crash really left the work half done where it says
-        half_done = {"after_insert": "events", "mid_cleanup": "events_core"}
+        # the crash really left the work half done where it says (rows stored twice) ...
+        half_done = {"after_insert": "events", "after_publish": "events", "mid_cleanup": "events_core"}
         if crash_at in half_done:
-            assert duplicate_rows(ch, half_done[crash_at]) > 0
+            assert duplicate_rows(ch, half_done[crash_at], visible=False) > 0
+        # ... and readers still see every observation once
+        observations = query_scalar(ch, f"SELECT uniqExact(project_id, id) FROM {DB}.events")
+        for table in ("events", "events_core"):
+            assert duplicate_rows(ch, table) == 0, table
+            assert query_scalar(ch, f"SELECT count() FROM {DB}.{table}_current") == observations, table
         report = run(ch)
         assert len(report.windows) == 1
         exactly_once(ch)

@@ -250,6 +250,24 @@ WHERE start_time >= {lookup_from:DateTime64(6, 'UTC')}
       GROUP BY project_id, id)
 {%- endmacro %}
 
+{#- The propagation's rows stay hidden from readers of events_current / events_core_current until it is
+    published (migration 0011). Written before its first insert into events. -#}
+{%- macro mark_in_flight() -%}
+INSERT INTO {{ db }}.events_hidden (propagation_id, kind) VALUES ({pid:String}, 'in_flight')
+{%- endmacro %}
+
+{#- Publish the propagation and hide the rows it supersedes, in one INSERT (one block, so one part: readers
+    switch over at once); the lightweight deletes come after. -#}
+{%- macro publish_and_retire() -%}
+INSERT INTO {{ db }}.events_hidden (propagation_id, kind, project_id, id, row_propagation_id)
+SELECT {pid:String}, 'retired', project_id, id, propagation_id
+FROM ({{ superseded('events') }} UNION DISTINCT {{ superseded('events_core') }})
+UNION ALL
+SELECT {pid:String}, 'published', '', '', ''
+SETTINGS max_insert_threads = 1, min_insert_block_size_rows = 1000000000000,
+         min_insert_block_size_bytes = 1000000000000000
+{%- endmacro %}
+
 {#- Rows of the touched observations written by another propagation. Superseded rows can only exist when
     some do: this propagation writes one row per observation. Cheap, so it runs first. -#}
 {%- macro others() -%}
