@@ -11,8 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from orchestration import faults
 from orchestration.clickhouse import open_clickhouse, query_scalar
+from orchestration.generate import generate
 from orchestration.local_s3 import LocalS3, ensure_bucket
 from tests.conftest import OTLP_PB, minute_key, put
 
@@ -103,6 +106,29 @@ def test_nothing_is_marked_loaded_when_s3_goes_away(env, s3, tmp_path):
     with open_clickhouse(None, env.chdb_path) as ch:
         assert query_scalar(ch, "SELECT count() FROM tracehouse.ingest_ledger WHERE source_key = {k:String} "
                                 "AND status = 'loaded'", {"k": key}) == 1  # fmt: skip
+
+
+def test_clickhouse_server_down_is_one_line_and_exit_5(env, s3):
+    done, seconds = _run_once({"CLICKHOUSE_URL": f"http://default:secret-pw@127.0.0.1:{_free_port()}"})
+    _one_line(done, faults.EXIT_CLICKHOUSE, "ClickHouse server is unreachable")
+    assert "secret-pw" not in done.stderr + done.stdout
+    assert seconds < 60
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs to fill needs root (CI runs as root)")
+def test_a_full_disk_under_the_embedded_clickhouse_is_one_line_and_exit_6(env, s3, tmp_path):
+    """TRACEHOUSE_HOME on a 48 MiB tmpfs: the schema fits, a load of a few hundred MB of rows does not."""
+    home = tmp_path / "small"
+    home.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(home)], check=True)
+    try:
+        keys = generate(s3, env.raw_bucket, "", objects=40, traces_per_object=40, payload_bytes=20_000,
+                        formats=("ingestion",), compress=True, seed=3).keys  # fmt: skip
+        done, seconds = _run_once({"TRACEHOUSE_HOME": str(home)}, timeout=300)
+        _one_line(done, faults.EXIT_DISK_FULL, "disk")
+        assert len(keys) == 40
+    finally:
+        subprocess.run(["umount", "-l", str(home)], check=False)
 
 
 def test_disk_full_is_recognised_from_the_os_and_from_clickhouse():

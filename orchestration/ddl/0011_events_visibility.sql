@@ -19,12 +19,15 @@ ENGINE = {{ engine('MergeTree', 'events_hidden') }}
 PARTITION BY propagation_id
 ORDER BY (kind, project_id, id);
 
+{#- Between windows events_hidden is empty: the first term is then a constant true that ClickHouse folds
+    away before planning, so reads keep the primary key and the projections (bench/README.md). -#}
 {%- set visible -%}
-propagation_id NOT IN (
-    SELECT propagation_id FROM {{ db }}.events_hidden WHERE kind = 'in_flight'
-    AND propagation_id NOT IN (SELECT propagation_id FROM {{ db }}.events_hidden WHERE kind = 'published'))
-AND (project_id, id, propagation_id) NOT IN (
-    SELECT project_id, id, row_propagation_id FROM {{ db }}.events_hidden WHERE kind = 'retired')
+(SELECT count() FROM {{ db }}.events_hidden) = 0
+OR (propagation_id NOT IN (
+        SELECT propagation_id FROM {{ db }}.events_hidden WHERE kind = 'in_flight'
+        AND propagation_id NOT IN (SELECT propagation_id FROM {{ db }}.events_hidden WHERE kind = 'published'))
+    AND (project_id, id, propagation_id) NOT IN (
+        SELECT project_id, id, row_propagation_id FROM {{ db }}.events_hidden WHERE kind = 'retired'))
 {%- endset %}
 
 CREATE VIEW IF NOT EXISTS {{ db }}.events_current {{ on_cluster }} AS
