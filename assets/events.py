@@ -28,6 +28,8 @@ from orchestration.settings import DATABASE, load_settings
 EVENTS = dg.AssetKey("events")
 EVENTS_CORE = dg.AssetKey("events_core")
 OBSERVATIONS_STAGING = dg.AssetKey("observations_staging")
+SCORES = dg.AssetKey("scores")
+SCORES_STAGING = dg.AssetKey("scores_staging")
 TRACES_STAGING = dg.AssetKey("traces_staging")
 CHECK_DAYS = 30  # checks that scan events look at rows that started in the last CHECK_DAYS days
 
@@ -81,6 +83,15 @@ def _core_lineage() -> dg.TableColumnLineage:
             description="events with input/output/metadata truncated (flags say so), written by a "
             "materialized view in the same insert. Dashboards and list views read this table.",
         ),
+        dg.AssetSpec(
+            SCORES,
+            deps=[SCORES_STAGING],
+            group_name="events",
+            kinds={"clickhouse"},
+            description="One current row per score id (numeric, boolean, categorical; linked to its trace, "
+            "observation or session), the latest version whole; durable, unlike staging. Read "
+            "scores_current.",
+        ),
     ],
     pool="propagation",
     retry_policy=dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL),
@@ -97,7 +108,7 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
             run_id=context.run.run_id,
             on_window=lambda w: context.log.info(
                 f"window {w.start:%H:%M:%S.%f}–{w.end:%H:%M:%S.%f}: {w.observations} observations, "
-                f"{w.repaired} repaired, {w.replaced} superseded rows removed"
+                f"{w.repaired} repaired, {w.replaced} superseded rows removed, {w.scores} scores"
             ),
         )
         if not report.caught_up:
@@ -110,6 +121,7 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
             "observations_propagated": report.observations,
             "rows_repaired": report.repaired,
             "superseded_rows_removed": report.replaced,
+            "scores_propagated": report.scores,
             "watermark": report.watermark.isoformat() if report.watermark else "none",
             "watermark_lag_seconds": lag,
             "caught_up": report.caught_up,
@@ -129,6 +141,9 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
                 "truncated_to_chars": settings.core_truncate_chars,
                 "dagster/column_lineage": _core_lineage(),
             },
+        )
+        yield dg.MaterializeResult(
+            asset_key=SCORES, metadata={**table_metadata(ch, "scores"), "scores_propagated": report.scores}
         )
 
 

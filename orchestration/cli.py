@@ -212,7 +212,7 @@ def run_once(no_delay: bool) -> None:
         delay_note = "" if no_delay else f" (windows ending ≥ {settings.propagation_delay_seconds}s ago)"
         print(
             f"propagated={propagated.observations} repaired={propagated.repaired} "
-            f"windows={len(propagated.windows)}{delay_note}"
+            f"windows={len(propagated.windows)} scores={propagated.scores}{delay_note}"
         )
 
 

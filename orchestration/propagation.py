@@ -76,6 +76,21 @@ def rank_sql(
     )
 
 
+def visible_sql(db: str, retired_kind: str) -> str:
+    """What the reader views (``events_current``, ``events_core_current``, ``scores_current``) keep: rows of
+    no unpublished propagation and not retired by a published one (``events_hidden``, migration 0011).
+    Between windows ``events_hidden`` is empty: the first term is then a constant true that ClickHouse
+    folds away before planning, so reads keep the primary key and the projections (bench/README.md)."""
+    hidden = f"{db}.events_hidden"
+    return (
+        f"(SELECT count() FROM {hidden}) = 0 "  # noqa: S608
+        f"OR (propagation_id NOT IN (SELECT propagation_id FROM {hidden} WHERE kind = 'in_flight' "
+        f"AND propagation_id NOT IN (SELECT propagation_id FROM {hidden} WHERE kind = 'published')) "
+        f"AND (project_id, id, propagation_id) NOT IN (SELECT project_id, id, row_propagation_id "
+        f"FROM {hidden} WHERE kind = '{retired_kind}'))"
+    )
+
+
 # events column ← trace_attributes_ranked field
 EVENTS_TRACE_COLUMNS = {
     "trace_name": "name",
@@ -187,6 +202,7 @@ class WindowResult:
     observations: int = 0
     repaired: int = 0
     replaced: int = 0
+    scores: int = 0
 
 
 @dataclass
@@ -206,6 +222,10 @@ class PropagationReport:
     @property
     def replaced(self) -> int:
         return sum(w.replaced for w in self.windows)
+
+    @property
+    def scores(self) -> int:
+        return sum(w.scores for w in self.windows)
 
 
 def server_now(ch: ClickHouse) -> datetime:
@@ -300,6 +320,9 @@ def propagate_window(
         window,
     )
     result.repaired, result.replaced = _write_rows(ch, db, window, max(hi, horizon or hi))
+    from orchestration.scores import propagate_scores  # scores.py builds on this module
+
+    result.scores = propagate_scores(ch, lo, hi, max(hi, horizon or hi), db)
     _log(ch, db, result, "done", run_id)
     return result
 

@@ -2,8 +2,8 @@
 propagation). ``events`` is made of two sources, and a replay rebuilds both into a shadow database: the
 legacy parts the historic migration has verified (migrated again from their frozen copies, first, so raw
 versions of the same observations merge on top of them as they do live) and the whole raw bucket (S3 is the
-source of truth), loaded and propagated. The shadow's ``events``, ``events_core`` and
-``trace_attributes_ranked`` are then swapped in with ``EXCHANGE TABLES`` (the ``events_core`` view follows
+source of truth), loaded and propagated. The shadow's ``events``, ``events_core``,
+``trace_attributes_ranked`` and ``scores`` are then swapped in with ``EXCHANGE TABLES`` (the views follow
 the table names). Work the live path did while the shadow was being built — loads committed, parts migrated
 — is done again on the new tables afterwards; superseded-row cleanup makes that exactly once, and the
 migration's record of verified parts stays true. Run it where no propagation runs at the same time (the
@@ -22,7 +22,7 @@ from orchestration.propagation import propagate, propagate_window, server_now, w
 from orchestration.schema import apply_migrations
 from orchestration.settings import DATABASE, Settings
 
-SWAPPED = ("events", "events_core", "trace_attributes_ranked")
+SWAPPED = ("events", "events_core", "trace_attributes_ranked", "scores")
 
 
 @dataclass

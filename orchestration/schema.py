@@ -55,13 +55,14 @@ def render(template: str, db: str = DATABASE, cluster: str | None = None, **extr
 
 def _template_values() -> dict[str, object]:
     """Values the DDL templates take from code and configuration."""
-    from orchestration.propagation import TRACE_FIELDS, rank_sql
+    from orchestration.propagation import TRACE_FIELDS, rank_sql, visible_sql
     from orchestration.settings import load_settings
 
     return {
         "trace_fields": [(name, type_) for name, type_, _ in TRACE_FIELDS],
         "trace_fields_set": [(name, type_, is_set.format(c=name)) for name, type_, is_set in TRACE_FIELDS],
         "rank": rank_sql,
+        "visible": visible_sql,
         "core_truncate_chars": load_settings().core_truncate_chars,
     }
 

@@ -9,7 +9,7 @@
 CREATE TABLE IF NOT EXISTS {{ db }}.events_hidden {{ on_cluster }}
 (
     propagation_id String,
-    kind Enum8('in_flight' = 1, 'published' = 2, 'retired' = 3),
+    kind Enum8('in_flight' = 1, 'published' = 2, 'retired' = 3, 'retired_score' = 4),
     project_id LowCardinality(String),
     id String,
     row_propagation_id String,
@@ -19,19 +19,8 @@ ENGINE = {{ engine('MergeTree', 'events_hidden') }}
 PARTITION BY propagation_id
 ORDER BY (kind, project_id, id);
 
-{#- Between windows events_hidden is empty: the first term is then a constant true that ClickHouse folds
-    away before planning, so reads keep the primary key and the projections (bench/README.md). -#}
-{%- set visible -%}
-(SELECT count() FROM {{ db }}.events_hidden) = 0
-OR (propagation_id NOT IN (
-        SELECT propagation_id FROM {{ db }}.events_hidden WHERE kind = 'in_flight'
-        AND propagation_id NOT IN (SELECT propagation_id FROM {{ db }}.events_hidden WHERE kind = 'published'))
-    AND (project_id, id, propagation_id) NOT IN (
-        SELECT project_id, id, row_propagation_id FROM {{ db }}.events_hidden WHERE kind = 'retired'))
-{%- endset %}
-
 CREATE VIEW IF NOT EXISTS {{ db }}.events_current {{ on_cluster }} AS
-SELECT * FROM {{ db }}.events WHERE {{ visible }};
+SELECT * FROM {{ db }}.events WHERE {{ visible(db, 'retired') }};
 
 CREATE VIEW IF NOT EXISTS {{ db }}.events_core_current {{ on_cluster }} AS
-SELECT * FROM {{ db }}.events_core WHERE {{ visible }};
+SELECT * FROM {{ db }}.events_core WHERE {{ visible(db, 'retired') }};

@@ -258,10 +258,10 @@ INSERT INTO {{ db }}.events_hidden (propagation_id, kind) VALUES ({pid:String}, 
 
 {#- Publish the propagation and hide the rows it supersedes, in one INSERT (one block, so one part: readers
     switch over at once); the lightweight deletes come after. -#}
-{%- macro publish_and_retire() -%}
+{%- macro publish_and_retire(kind='retired', rows=none) -%}
 INSERT INTO {{ db }}.events_hidden (propagation_id, kind, project_id, id, row_propagation_id)
-SELECT {pid:String}, 'retired', project_id, id, propagation_id
-FROM ({{ superseded('events') }} UNION DISTINCT {{ superseded('events_core') }})
+SELECT {pid:String}, '{{ kind }}', project_id, id, propagation_id
+FROM ({{ rows or (superseded('events') ~ ' UNION DISTINCT ' ~ superseded('events_core')) }})
 UNION ALL
 SELECT {pid:String}, 'published', '', '', ''
 SETTINGS max_insert_threads = 1, min_insert_block_size_rows = 1000000000000,
