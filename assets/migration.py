@@ -76,6 +76,8 @@ def legacy_migration(
         "missing": result.missing,
         "duplicates": result.duplicates,
         "attributes_lost": result.attributes_lost,
+        "scores": result.scores,
+        "scores_missing": result.scores_missing,
         "seconds": result.seconds,
         "rows_per_second": result.observations / result.seconds if result.seconds else 0.0,
     }

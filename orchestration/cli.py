@@ -325,7 +325,7 @@ def migrate(rows_per_part: int, redo: bool) -> None:
     for r in failed:
         console.print(
             f"[red]part {r.part} failed verification[/]: missing={r.missing} duplicates={r.duplicates} "
-            f"attributes_lost={r.attributes_lost}"
+            f"attributes_lost={r.attributes_lost} scores_missing={r.scores_missing}"
         )
     if failed:
         raise SystemExit(1)

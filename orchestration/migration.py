@@ -19,11 +19,20 @@ from datetime import datetime
 
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
 from orchestration.propagation import LOOKUP_SLACK, as_utc, publish_rows, repair_traces, sql_module
+from orchestration.scores import migrate_scores
 from orchestration.settings import DATABASE, LEGACY_DATABASE
 
-COPIES = {"observations": "migration_observations", "traces": "migration_traces"}
-_HASH = {"observations": "cityHash64(trace_id)", "traces": "cityHash64(id)"}
-_ORDER = {"observations": "(project_id, trace_id, id, event_ts)", "traces": "(project_id, id, event_ts)"}
+COPIES = {
+    "observations": "migration_observations",
+    "traces": "migration_traces",
+    "scores": "migration_scores",
+}
+_HASH = {"observations": "cityHash64(trace_id)", "traces": "cityHash64(id)", "scores": "cityHash64(trace_id)"}
+_ORDER = {
+    "observations": "(project_id, trace_id, id, event_ts)",
+    "traces": "(project_id, id, event_ts)",
+    "scores": "(project_id, id, event_ts)",
+}
 
 
 @dataclass
@@ -43,10 +52,17 @@ class PartResult:
     duplicates: int
     attributes_lost: int
     seconds: float
+    scores: int = 0
+    scores_missing: int = 0  # live (not deleted) legacy scores of the part not in scores_current
 
     @property
     def verified(self) -> bool:
-        return self.missing == 0 and self.duplicates == 0 and self.attributes_lost == 0
+        return (
+            self.missing == 0
+            and self.duplicates == 0
+            and self.attributes_lost == 0
+            and self.scores_missing == 0
+        )
 
 
 def done_parts(ch: ClickHouse, db: str = DATABASE, since: datetime | None = None) -> set[str]:
@@ -71,30 +87,46 @@ def prepare(
     db: str = DATABASE,
     legacy: str = LEGACY_DATABASE,
 ) -> list[Part]:
-    """Copy and freeze the legacy tables (once; a crashed preparation starts over) and list the parts."""
+    """Copy and freeze the legacy tables (once; a crashed preparation starts over) and list the parts.
+
+    The scores copy (added after the first migrations ran) is made on its own for a snapshot that lacks it,
+    with the snapshot's bucket count, so its partitions line up with the observations' parts."""
     if not _prepared(ch, db):
         source_rows = query_scalar(ch, f"SELECT count() FROM {legacy}.observations")  # noqa: S608
         buckets = max(1, math.ceil(source_rows / rows_per_part))
-        for source, copy in COPIES.items():
-            ch.command(f"DROP TABLE IF EXISTS {db}.{copy} SYNC")
-            ch.command(
-                f"CREATE TABLE {db}.{copy} ENGINE = MergeTree PARTITION BY {_HASH[source]} % {buckets} "  # noqa: S608
-                f"ORDER BY {_ORDER[source]} EMPTY AS SELECT * FROM {legacy}.{source}"
-            )
-            ch.command(
-                f"INSERT INTO {db}.{copy} SELECT * FROM {legacy}.{source} "  # noqa: S608
-                f"SETTINGS max_partitions_per_insert_block = {buckets + 1}"
-            )
-            ch.command(f"OPTIMIZE TABLE {db}.{copy} FINAL")  # one part per partition
+        for source in COPIES:
+            _copy(ch, db, legacy, source, buckets)
         ch.command(
             f"INSERT INTO {db}.migration_state (buckets, source_rows) VALUES ({{b:UInt32}}, {{r:UInt64}})",  # noqa: S608
             {"b": buckets, "r": source_rows},
         )
+    elif not query_scalar(
+        ch,
+        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'migration_scores'",
+        {"db": db},
+    ):
+        buckets = query_scalar(ch, f"SELECT max(buckets) FROM {db}.migration_state")  # noqa: S608
+        _copy(ch, db, legacy, "scores", buckets)
     for copy in COPIES.values():
         ch.command(
             f"SYSTEM STOP MERGES {db}.{copy}"
         )  # frozen (one part per partition leaves nothing to merge)
     return parts(ch, db)
+
+
+def _copy(ch: ClickHouse, db: str, legacy: str, source: str, buckets: int) -> None:
+    """``legacy.source`` into its migration copy, partitioned by trace hash and merged to one part each."""
+    copy = COPIES[source]
+    ch.command(f"DROP TABLE IF EXISTS {db}.{copy} SYNC")
+    ch.command(
+        f"CREATE TABLE {db}.{copy} ENGINE = MergeTree PARTITION BY {_HASH[source]} % {buckets} "  # noqa: S608
+        f"ORDER BY {_ORDER[source]} EMPTY AS SELECT * FROM {legacy}.{source}"
+    )
+    ch.command(
+        f"INSERT INTO {db}.{copy} SELECT * FROM {legacy}.{source} "  # noqa: S608
+        f"SETTINGS max_partitions_per_insert_block = {buckets + 1}"
+    )
+    ch.command(f"OPTIMIZE TABLE {db}.{copy} FINAL")  # one part per partition
 
 
 def parts(ch: ClickHouse, db: str = DATABASE) -> list[Part]:
@@ -134,6 +166,7 @@ def migrate_part(ch: ClickHouse, part: str, db: str = DATABASE, source_db: str |
     superseded = publish_rows(ch, db, params)
     # rows the live path wrote before these legacy trace attributes were known
     repaired, _ = repair_traces(ch, pid, db)
+    scores = migrate_scores(ch, params["bucket"], db, source_db)
     check = query_rows(ch, sql.verify_part(), params)[0]
     observations = query_scalar(
         ch,
@@ -150,6 +183,8 @@ def migrate_part(ch: ClickHouse, part: str, db: str = DATABASE, source_db: str |
         duplicates=check["duplicates"],
         attributes_lost=check["attributes_lost"],
         seconds=time.perf_counter() - started,
+        scores=scores,
+        scores_missing=check["scores_missing"],
     )
     ch.command(
         f"INSERT INTO {db}.migration_log (part, observations, superseded, verified, seconds) VALUES "  # noqa: S608

@@ -1,10 +1,11 @@
-"""Scores of a propagation window into the durable ``scores`` table (one current row per score id).
+"""Scores into the durable ``scores`` table (one current row per score id): those a propagation window's
+loads touch, and those of a frozen legacy part.
 
 The same protocol as observations, in miniature (``orchestration/propagation.py``): the latest version of
-each score the window's loads touch is inserted whole — staging versions committed before the horizon and
-the current row, by event time, upload time and key hash — under a propagation id of its own, hidden from
-``scores_current`` until one insert publishes it and retires the rows it supersedes; those are deleted
-after. A retry after a crash anywhere, or a re-run of the window, converges on one row per score.
+each touched score is inserted whole — its new versions and the current row, by event time, upload time
+and key hash; a deletion as a tombstone row — under a propagation id of its own, hidden from
+``scores_current`` until one insert publishes it and retires the rows it supersedes, which are deleted
+after. A retry after a crash anywhere, or a re-run, converges on one row per score.
 """
 
 from __future__ import annotations
@@ -23,15 +24,27 @@ def propagate_scores(
     """Write the window's scores; returns how many scores it touched."""
     sql = sql_module("scores", db)
     params = {"lo": lo, "hi": hi, "horizon": horizon, "pid": "s" + uuid.uuid4().hex}
-    touched = query_scalar(ch, sql.count_keys(), params)
+    return _write(ch, db, params, sql.window_keys(), sql.staging_versions())
+
+
+def migrate_scores(ch: ClickHouse, bucket: str, db: str = DATABASE, source_db: str | None = None) -> int:
+    """Write the scores of legacy partition ``bucket`` (deletions applied); returns how many it touched."""
+    sql = sql_module("scores", db, source_db)
+    params = {"bucket": bucket, "pid": "legacy-s" + uuid.uuid4().hex}
+    return _write(ch, db, params, sql.part_keys(), sql.legacy_versions())
+
+
+def _write(ch: ClickHouse, db: str, params: dict, keys: str, versions: str) -> int:
+    sql = sql_module("scores", db)
+    touched = query_scalar(ch, sql.count_keys(keys), params)
     if not touched:
         return 0
     ch.command(sql_module("propagation", db).mark_in_flight(), params)
-    ch.command(sql.insert_latest(), params)
-    if query_scalar(ch, f"SELECT count() FROM ({sql.superseded()})", params):  # noqa: S608
-        ch.command(sql.publish(), params)
+    ch.command(sql.insert_latest(versions, keys), params)
+    if query_scalar(ch, f"SELECT count() FROM ({sql.superseded(keys)})", params):  # noqa: S608
+        ch.command(sql.publish(keys), params)
         ch.command(
-            f"DELETE FROM {db}.scores WHERE (project_id, id, propagation_id) IN ({sql.superseded()})",  # noqa: S608
+            f"DELETE FROM {db}.scores WHERE (project_id, id, propagation_id) IN ({sql.superseded(keys)})",  # noqa: S608
             params,
         )
     ch.command(f"ALTER TABLE {db}.events_hidden DROP PARTITION {{pid:String}}", params)  # noqa: S608

@@ -57,6 +57,32 @@ def test_migrated_events_equal_the_final_based_computation(ch):
     assert query_scalar(ch, f"SELECT count() FROM {DB}.events_core") == len(actual)
 
 
+def test_legacy_scores_are_migrated_with_their_versions_and_deletions(ch):
+    generate_legacy(ch, 4_000, per_trace=5)
+    # later versions of some scores, a categorical one, and deletions, as V3 writes them (new rows)
+    ch.command(
+        "INSERT INTO legacy.scores SELECT id, project_id, trace_id, observation_id, name, value + 5, "
+        "if(cityHash64(id) % 3 = 0, 'relabelled', NULL), source, 'v2', timestamp, event_ts + 1, "
+        "cityHash64(id) % 7 = 0 FROM legacy.scores WHERE cityHash64(id) % 2 = 0"
+    )
+    results = _migrate_all(ch, rows_per_part=2000)
+    assert all(r.verified for r in results) and sum(r.scores for r in results) > 0
+    expected = query_rows(
+        ch,
+        "SELECT project_id, id, trace_id, name, if(string_value IS NULL, value, NULL) AS value, "
+        "ifNull(string_value, '') AS string_value, ifNull(comment, '') AS comment "
+        "FROM legacy.scores FINAL ORDER BY project_id, id",  # FINAL drops the is_deleted rows
+    )
+    actual = query_rows(
+        ch,
+        f"SELECT project_id, id, trace_id, name, value, string_value, comment FROM {DB}.scores_current "
+        "ORDER BY project_id, id",
+    )
+    assert actual == expected
+    assert query_scalar(ch, "SELECT countIf(is_deleted) FROM legacy.scores") > 0  # deletions were applied
+    assert query_scalar(ch, f"SELECT count() - uniqExact(project_id, id) FROM {DB}.scores") == 0
+
+
 def test_rerunning_a_part_replaces_its_rows(ch):
     generate_legacy(ch, 5_000, per_trace=5)
     first = _migrate_all(ch, rows_per_part=2000)

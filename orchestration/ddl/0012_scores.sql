@@ -1,8 +1,9 @@
 -- Scores outlive staging (whose 14-day TTL deleted them before: nothing read scores_staging). One current
--- row per score id, kept the way events keeps observations: each propagation window inserts the latest
--- version of the scores its loads touch (whole score, in the version order of docs/design.md: event time,
--- upload time, key hash) and deletes the rows it supersedes; readers use scores_current, which hides a
--- window's rows until it is published and the superseded ones from then on (events_hidden, 0011).
+-- row per score id, kept the way events keeps observations: each propagation window (and each legacy part
+-- of the migration) inserts the latest version of the scores it touches (whole score, in the version order
+-- of docs/design.md: event time, upload time, key hash; a deletion as a tombstone row) and deletes the rows
+-- it supersedes; readers use scores_current, which leaves out tombstones, hides a write's rows until it is
+-- published and the superseded ones from then on (events_hidden, 0011).
 CREATE TABLE IF NOT EXISTS {{ db }}.scores {{ on_cluster }}
 (
     project_id LowCardinality(String),
@@ -19,6 +20,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.scores {{ on_cluster }}
     environment LowCardinality(String),
     metadata Map(String, String),
     timestamp DateTime64(6, 'UTC'),
+    is_deleted Bool,
     event_ts DateTime64(6, 'UTC'),
     uploaded_at DateTime64(6, 'UTC'),
     key_hash UInt64,
@@ -33,4 +35,4 @@ PARTITION BY toYYYYMM(timestamp)
 ORDER BY (project_id, toDate(timestamp), name, id);
 
 CREATE VIEW IF NOT EXISTS {{ db }}.scores_current {{ on_cluster }} AS
-SELECT * FROM {{ db }}.scores WHERE {{ visible(db, 'retired_score') }};
+SELECT * EXCEPT (is_deleted) FROM {{ db }}.scores WHERE NOT is_deleted AND ({{ visible(db, 'retired_score') }});

@@ -81,5 +81,9 @@ SELECT
      WHERE e.start_time >= {lookup_from:DateTime64(6, 'UTC')}
        AND (e.project_id, e.id) IN (SELECT project_id, id FROM {{ db }}.propagation_keys
                                     WHERE propagation_id = {pid:String} AND kind = 'observation')
-       AND ((t.user_id != '' AND e.user_id = '') OR (t.session_id != '' AND e.session_id = ''))) AS attributes_lost
+       AND ((t.user_id != '' AND e.user_id = '') OR (t.session_id != '' AND e.session_id = ''))) AS attributes_lost,
+    (SELECT count() FROM (SELECT project_id, id, is_deleted FROM {{ source_db }}.migration_scores
+                          WHERE _partition_id = {bucket:String} ORDER BY event_ts DESC LIMIT 1 BY project_id, id)
+     WHERE is_deleted = 0
+       AND (project_id, id) NOT IN (SELECT project_id, id FROM {{ db }}.scores WHERE NOT is_deleted)) AS scores_missing
 {%- endmacro %}
