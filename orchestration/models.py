@@ -36,6 +36,11 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "dbt_like_sql"
 SOURCES = {
     "events": list(EVENT_COLUMNS),
     "events_core": [*EVENT_COLUMNS, "input_truncated", "output_truncated", "metadata_truncated"],
+    "scores": [
+        "project_id", "id", "trace_id", "observation_id", "session_id", "name", "value", "string_value",
+        "data_type", "comment", "source", "environment", "metadata", "timestamp", "event_ts", "uploaded_at",
+        "key_hash", "source_version", "propagated_at", "propagation_id",
+    ],  # the columns of scores_current (ddl/0012_scores.sql)
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 VISIBLE = "_current"  # suffix of the views over events / events_core that hide in-flight and superseded rows

@@ -174,3 +174,44 @@ def test_a_kill_while_scores_are_written_converges(env, s3, statement):
         _run(ch)
         assert query_scalar(ch, f"SELECT count() - uniqExact(id) FROM {DB}.scores") == 0
         assert _scores(ch)[V5_SCORE["id"]]["value"] == 0.25
+
+
+def test_scores_daily_and_trace_summaries_carry_the_scores(env, s3, ch):
+    from orchestration.models import build_day, load_models, rebuild
+
+    objects = _versions()
+    _load(
+        ch,
+        s3,
+        env,
+        {**objects, minute_key("p1", "ingestion", "batch.json"): INGESTION_V2.read_bytes()},
+    )
+    _run(ch)
+    models = load_models()
+    current = query_rows(ch, f"SELECT * FROM {DB}.scores_current")
+    for day in sorted({s["timestamp"].date() for s in current}):
+        build_day(ch, models["scores_daily"], day)
+    # an independent computation of scores_daily from the current scores
+    expected = {}
+    for s in current:
+        key = (s["project_id"], s["timestamp"].date(), s["name"], s["source"], s["data_type"])
+        expected.setdefault(key, []).append(s)
+    daily = query_rows(ch, f"SELECT * FROM {DB}.scores_daily")
+    assert len(daily) == len(expected)
+    for row in daily:
+        group = expected[(row["project_id"], row["day"], row["name"], row["source"], row["data_type"])]
+        values = [s["value"] for s in group if s["value"] is not None]
+        assert row["scores"] == len(group)
+        if values:
+            assert row["avg_value"] == pytest.approx(sum(values) / len(values))
+        categories = [s["string_value"] for s in group if s["string_value"]]
+        assert dict(row["category_counts"]) == {c: categories.count(c) for c in set(categories)}
+
+    rebuild(ch, models["trace_summaries"])
+    summary = query_rows(
+        ch,
+        f"SELECT score_avg, score_last, score_count FROM {DB}.trace_summaries WHERE trace_id = {{t:String}}",
+        {"t": "380a383c-28aa-4973-8a11-96c486e106ac"},
+    )[0]
+    assert dict(summary["score_count"]) == {"thumbs": 1}
+    assert dict(summary["score_avg"]) == {"thumbs": 1.0} and dict(summary["score_last"]) == {"thumbs": "1"}
