@@ -29,6 +29,7 @@ EVENTS = dg.AssetKey("events")
 EVENTS_CORE = dg.AssetKey("events_core")
 OBSERVATIONS_STAGING = dg.AssetKey("observations_staging")
 SCORES = dg.AssetKey("scores")
+TRACES = dg.AssetKey("traces")
 SCORES_STAGING = dg.AssetKey("scores_staging")
 TRACES_STAGING = dg.AssetKey("traces_staging")
 CHECK_DAYS = 30  # checks that scan events look at rows that started in the last CHECK_DAYS days
@@ -82,6 +83,15 @@ def _core_lineage() -> dg.TableColumnLineage:
             kinds={"clickhouse"},
             description="events with input/output/metadata truncated (flags say so), written by a "
             "materialized view in the same insert. Dashboards and list views read this table.",
+        ),
+        dg.AssetSpec(
+            TRACES,
+            deps=[TRACES_STAGING, OBSERVATIONS_STAGING],
+            group_name="events",
+            kinds={"clickhouse"},
+            description="The latest value of every trace attribute per trace — name, user, session, tags, "
+            "release, version, environment, metadata, public, bookmarked, input, output — for every trace, "
+            "with observations or not (view traces_current over trace_attributes_ranked).",
         ),
         dg.AssetSpec(
             SCORES,
@@ -141,6 +151,9 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
                 "truncated_to_chars": settings.core_truncate_chars,
                 "dagster/column_lineage": _core_lineage(),
             },
+        )
+        yield dg.MaterializeResult(
+            asset_key=TRACES, metadata=table_metadata(ch, "traces_current", count=False)
         )
         yield dg.MaterializeResult(
             asset_key=SCORES, metadata={**table_metadata(ch, "scores"), "scores_propagated": report.scores}

@@ -30,8 +30,9 @@ class StagingLoadConfig(dg.Config):
     scan_all: bool = Field(default=False, description="also load every object the ledger has not committed")
 
 
-def table_metadata(ch: ClickHouse, table: str, db: str = DATABASE) -> dict[str, object]:
-    """The standard Dagster table metadata, read from ClickHouse itself."""
+def table_metadata(ch: ClickHouse, table: str, db: str = DATABASE, count: bool = True) -> dict[str, object]:
+    """The standard Dagster table metadata, read from ClickHouse itself (``count=False``: no row count, for a
+    view that aggregates)."""
     columns = query_rows(
         ch,
         "SELECT name, type, comment FROM system.columns WHERE database = {db:String} AND table = {t:String} "
@@ -48,8 +49,10 @@ def table_metadata(ch: ClickHouse, table: str, db: str = DATABASE) -> dict[str, 
             for c in columns
         ]
     )
-    rows = query_scalar(ch, f"SELECT count() FROM {db}.{table}")  # noqa: S608
-    return {"dagster/table_name": f"{db}.{table}", "dagster/column_schema": schema, "dagster/row_count": rows}
+    metadata: dict[str, object] = {"dagster/table_name": f"{db}.{table}", "dagster/column_schema": schema}
+    if count:
+        metadata["dagster/row_count"] = query_scalar(ch, f"SELECT count() FROM {db}.{table}")  # noqa: S608
+    return metadata
 
 
 def _quarantine_table(report: LoadReport) -> dg.MetadataValue:

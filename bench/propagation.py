@@ -76,7 +76,8 @@ def add_history(ch: ClickHouse, rows: int, db: str = DATABASE) -> None:
         sql_module("propagation", db).fold_trace_attributes(
             "SELECT project_id, trace_id, trace_name AS name, user_id, session_id, tags, release, "  # noqa: S608
             "trace_version AS version, toString(environment) AS environment, trace_metadata AS metadata, "
-            "toInt8(public) AS public, toInt8(bookmarked) AS bookmarked, start_time AS first_start, "
+            "toInt8(public) AS public, toInt8(bookmarked) AS bookmarked, '' AS input, '' AS output, "
+            "start_time AS first_start, "
             f"start_time AS last_start, event_ts, event_ts AS committed_at, event_ts AS uploaded_at, "
             f"'' AS source_key FROM {db}.events "
             f"WHERE propagation_id = 'history-{salt}'"

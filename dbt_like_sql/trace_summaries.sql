@@ -2,28 +2,50 @@
     materialized='table',
     order_by='(project_id, start_time, trace_id)',
     unique_key=['project_id', 'trace_id'],
-    description='One row per trace: name, user, session, start/end, latency, observation counts by type, '
-                'errors, total cost and tokens, and its scores per name (average, last value, count, '
-                'categorical values). Rebuilt whole and swapped in atomically.',
+    description='One row per trace, observations or not: name, user, session, release, version, tags, '
+                'public/bookmarked, input and output (truncated like events_core; full values in '
+                'traces_current), start/end, latency, observation counts by type, errors, total cost and '
+                'tokens, and its scores per name (average, last value, count, categorical values). Rebuilt '
+                'whole and swapped in atomically.',
     owners=['team:data-platform'],
     reconcile={'observations': 'count()', 'total_cost': 'sum(ifNull(total_cost, 0))'},
 ) }}
 SELECT
-    o.project_id AS project_id, o.trace_id AS trace_id, name, user_id, session_id, environment,
-    first_start AS start_time,
-    last_end AS end_time,
-    dateDiff('millisecond', first_start, last_end) AS latency_ms,
-    observations, generations, spans, events, errors, total_cost, total_tokens,
-    s.score_avg AS score_avg, s.score_last AS score_last, s.score_count AS score_count,
+    t.project_id AS project_id,
+    t.trace_id AS trace_id,
+    t.name AS name,
+    t.user_id AS user_id,
+    t.session_id AS session_id,
+    if(o.environment != '', o.environment, if(t.environment != '', t.environment, 'default')) AS environment,
+    t.release AS release,
+    t.version AS version,
+    t.tags AS tags,
+    t.public = 1 AS public,
+    t.bookmarked = 1 AS bookmarked,
+    {{ truncate("if(t.input != '', t.input, o.root_input)") }} AS input,
+    {{ truncate("if(t.output != '', t.output, o.root_output)") }} AS output,
+    if(o.observations > 0, o.first_start, t.first_start) AS start_time,
+    if(o.observations > 0, o.last_end, t.last_start) AS end_time,
+    dateDiff('millisecond', start_time, end_time) AS latency_ms,
+    o.observations AS observations,
+    o.generations AS generations,
+    o.spans AS spans,
+    o.events AS events,
+    o.errors AS errors,
+    o.total_cost AS total_cost,
+    o.total_tokens AS total_tokens,
+    s.score_avg AS score_avg,
+    s.score_last AS score_last,
+    s.score_count AS score_count,
     s.score_categories AS score_categories
-FROM (
+FROM {{ source('traces') }} AS t
+LEFT JOIN (
     SELECT
         project_id,
         trace_id,
-        any(trace_name) AS name,
-        any(user_id) AS user_id,
-        any(session_id) AS session_id,
         any(environment) AS environment,
+        argMinIf(input, start_time, parent_observation_id = '') AS root_input,
+        argMinIf(output, start_time, parent_observation_id = '') AS root_output,
         min(start_time) AS first_start,
         max(ifNull(end_time, start_time)) AS last_end,
         count() AS observations,
@@ -36,7 +58,7 @@ FROM (
                usage_details['input'] + usage_details['output'])) AS total_tokens
     FROM {{ source('events_core') }}
     GROUP BY project_id, trace_id
-) AS o
+) AS o ON t.project_id = o.project_id AND t.trace_id = o.trace_id
 LEFT JOIN (
     SELECT
         project_id,
@@ -60,4 +82,4 @@ LEFT JOIN (
         GROUP BY project_id, trace_id, name
     )
     GROUP BY project_id, trace_id
-) AS s ON o.project_id = s.project_id AND o.trace_id = s.trace_id
+) AS s ON t.project_id = s.project_id AND t.trace_id = s.trace_id

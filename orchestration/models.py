@@ -29,8 +29,8 @@ from sqlglot import exp
 from sqlglot.lineage import lineage
 
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
-from orchestration.propagation import EVENT_COLUMNS
-from orchestration.settings import DATABASE
+from orchestration.propagation import EVENT_COLUMNS, TRACE_FIELDS
+from orchestration.settings import DATABASE, load_settings
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "dbt_like_sql"
 SOURCES = {
@@ -58,6 +58,14 @@ SOURCES = {
         "propagated_at",
         "propagation_id",
     ],  # the columns of scores_current (ddl/0012_scores.sql)
+    "traces": [
+        "project_id",
+        "trace_id",
+        *(name for name, _type, _set in TRACE_FIELDS),
+        "first_start",
+        "last_start",
+        "updated_at",
+    ],  # the columns of traces_current (ddl/0013_trace_input_output.sql)
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 VISIBLE = "_current"  # suffix of the views over events / events_core that hide in-flight and superseded rows
@@ -132,10 +140,14 @@ def _render(template: str, db: str, days: list[date] | None, capture: _Capture |
     def partition_filter(column: str) -> str:
         return f"toDate({column}) IN {{days:Array(Date)}}" if days is not None else "1 = 1"
 
+    def truncate(expression: str) -> str:
+        """Cut text to TRACEHOUSE_CORE_TRUNCATE_CHARS, as events_core does."""
+        return f"leftUTF8({expression}, {int(load_settings().core_truncate_chars)})"
+
     return (
         _environment()
         .from_string(template)
-        .render(config=config, ref=ref, source=source, partition_filter=partition_filter)
+        .render(config=config, ref=ref, source=source, partition_filter=partition_filter, truncate=truncate)
         .strip()
     )
 

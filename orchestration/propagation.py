@@ -50,6 +50,8 @@ TRACE_FIELDS: list[tuple[str, str, str]] = [
     ("metadata", "Map(String, String)", "notEmpty({c})"),
     ("public", "Int8", "{c} >= 0"),
     ("bookmarked", "Int8", "{c} >= 0"),
+    ("input", "String", "{c} != ''"),  # the trace's own input/output (trace-create), not its root span's
+    ("output", "String", "{c} != ''"),
 ]
 
 

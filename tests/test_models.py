@@ -59,8 +59,12 @@ def test_column_lineage_is_derived_from_the_sql():
     assert usage["input_tokens"] == [("events_core", "usage_details")]
     assert usage["day"] == [("events_core", "start_time")]
     traces = column_lineage(models["trace_summaries"], models)
-    assert traces["name"] == [("events_core", "trace_name")]
-    assert traces["latency_ms"] == [("events_core", "end_time"), ("events_core", "start_time")]
+    assert traces["name"] == [("traces", "name")]
+    assert ("traces", "input") in traces["input"] and ("events_core", "input") in traces["input"]
+    assert traces["latency_ms"] == [
+        ("events_core", "end_time"), ("events_core", "start_time"), ("traces", "first_start"),
+        ("traces", "last_start"),
+    ]  # fmt: skip
     sessions = column_lineage(models["session_summaries"], models)
     assert sessions["users"] == [("trace_summaries", "user_id")]
     assert models["session_summaries"].refs == ("trace_summaries",)
@@ -273,7 +277,7 @@ def test_models_materialize_in_dagster(filled, env):
         for m in tables.get_asset_materialization_events()
     }
     lineage = meta["trace_summaries"]["dagster/column_lineage"].value
-    assert dg.TableColumnDep(dg.AssetKey("events_core"), "trace_name") in lineage.deps_by_column["name"]
+    assert dg.TableColumnDep(dg.AssetKey("traces"), "name") in lineage.deps_by_column["name"]
     assert meta["session_summaries"]["dagster/row_count"].value > 0
 
 

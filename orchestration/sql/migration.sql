@@ -28,6 +28,7 @@ FROM {{ source_db }}.migration_observations WHERE _part = {part:String}
 SELECT project_id, id AS trace_id, name, ifNull(user_id, '') AS user_id, ifNull(session_id, '') AS session_id,
        tags, ifNull(release, '') AS release, ifNull(version, '') AS version, toString(environment) AS environment,
        metadata, toInt8(public) AS public, toInt8(bookmarked) AS bookmarked,
+       ifNull(input, '') AS input, ifNull(output, '') AS output,
        CAST(timestamp AS DateTime64(6, 'UTC')) AS first_start, CAST(timestamp AS DateTime64(6, 'UTC')) AS last_start,
        CAST(event_ts AS DateTime64(6, 'UTC')) AS event_ts, CAST(event_ts AS DateTime64(6, 'UTC')) AS committed_at,
        CAST(event_ts AS DateTime64(6, 'UTC')) AS uploaded_at, '' AS source_key

@@ -63,6 +63,7 @@ SELECT t.project_id AS project_id, t.trace_id AS trace_id, t.name AS name, t.use
        t.session_id AS session_id, t.tags AS tags, t.release AS release, t.version AS version,
        toString(t.environment) AS environment, t.metadata AS metadata,
        ifNull(toInt8(t.public), -1) AS public, ifNull(toInt8(t.bookmarked), -1) AS bookmarked,
+       t.input AS input, t.output AS output,
        coalesce(t.timestamp, t.event_ts) AS first_start, coalesce(t.timestamp, t.event_ts) AS last_start,
        t.event_ts AS event_ts, c.committed_at AS committed_at, c.uploaded_at AS uploaded_at,
        t.source_key AS source_key
@@ -71,7 +72,7 @@ INNER JOIN ({{ committed() }}) AS c ON t.source_key = c.source_key AND t.load_id
 WHERE t.source_key IN ({{ committed_keys() }})
 UNION ALL
 SELECT o.project_id, o.trace_id, o.trace_name, o.user_id, o.session_id, o.tags, o.release, '', '',
-       o.trace_metadata, ifNull(toInt8(o.public), -1), -1,
+       o.trace_metadata, ifNull(toInt8(o.public), -1), -1, '', '',
        coalesce(o.start_time, o.event_ts), coalesce(o.end_time, o.start_time, o.event_ts),
        o.event_ts, c.committed_at, c.uploaded_at, o.source_key
 FROM {{ db }}.observations_staging AS o
