@@ -345,9 +345,9 @@ def _write_rows(ch: ClickHouse, db: str, window: dict, horizon: datetime) -> tup
     repaired = 0
     if keys["repair"]:
         repaired = query_scalar(ch, sql.count_repaired(), params)
+    ch.command(sql.mark_in_flight(), params)  # hidden from readers until publish_rows
     # every key needs no merge when nothing is repaired, nothing is in events yet and each observation has
     # one version in the window: the common case, decided from counts instead of a join over the keys
-    ch.command(sql.mark_in_flight(), params)
     if keys["repair"] == 0 and keys["existing"] == 0 and keys["versions"] <= 1:
         ch.command(sql.insert_simple(every_key_simple=True), params)
     else:
