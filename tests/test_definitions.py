@@ -53,6 +53,25 @@ def test_staging_assets_materialize_with_real_resources(env, s3):
     check = result.get_asset_check_evaluations()[0]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
 
+    def load(run_keys: list[str], scan_all: bool = False):
+        return dg.materialize(
+            [staging_tables],
+            resources=build_resources(),
+            run_config={"ops": {"staging_tables": {"config": {"keys": run_keys, "scan_all": scan_all}}}},
+        )
+
+    # a later clean load does not forget the object still quarantined ...
+    later = load([put(s3, env, minute_key("proj-1", "ingestion", "c.json"), INGESTION_V2.read_bytes())])
+    meta = later.get_asset_materialization_events()[-1].materialization.metadata
+    assert meta["quarantined_this_run"].value == 0 and meta["quarantined_outstanding"].value == 1
+    assert "broken.json" in meta["outstanding_objects"].value
+    assert not later.get_asset_check_evaluations()[0].passed
+    # ... until it is re-uploaded fixed under the same key (the reconcile scan sees the new ETag)
+    put(s3, env, keys[2], INGESTION_V2.read_bytes())
+    fixed = load([], scan_all=True)
+    meta = fixed.get_asset_materialization_events()[-1].materialization.metadata
+    assert meta["quarantined_outstanding"].value == 0 and fixed.get_asset_check_evaluations()[0].passed
+
 
 def test_run_once_loads_the_shared_fixtures_and_exits_zero(env, s3):
     put(s3, env, minute_key("proj-1", "otlp", "a.binpb.gz"), OTLP_PB.read_bytes())
