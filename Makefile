@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine (README): `make dev` and `make test`.
 PYTHON ?= python3
+PORT ?= 3000
 VENV ?= .venv
 BIN := $(VENV)/bin
 
@@ -14,7 +15,7 @@ $(BIN)/tracehouse: pyproject.toml
 install: $(BIN)/tracehouse
 
 dev: install
-	$(BIN)/tracehouse dev
+	$(BIN)/tracehouse dev --port $(PORT)
 
 test: install
 	$(BIN)/ruff check .

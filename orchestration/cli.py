@@ -124,6 +124,7 @@ def main() -> None:
 @click.option("--demo-interval", default=20.0, show_default=True, help="seconds between demo batches")
 def dev(port: int, demo: bool, demo_interval: float) -> None:
     """Local S3 + Dagster UI on the embedded defaults, with demo data flowing."""
+    _require_free_port(port)
     with environment() as settings:
         from orchestration.clickhouse import open_clickhouse
         from orchestration.schema import apply_migrations
@@ -145,6 +146,22 @@ def dev(port: int, demo: bool, demo_interval: float) -> None:
             stop_tree(process, grace=30)
         finally:
             stop.set()
+
+
+def _require_free_port(port: int) -> None:
+    """Stop before starting anything when the UI port is taken: `dagster dev` would log the bind error and
+    keep its daemon launching runs with no UI to see them."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"port {port} on 127.0.0.1 is in use ({exc.strerror}): stop what listens there, or pick "
+                f"another port: PORT={port + 1} make dev, or tracehouse dev --port {port + 1}"
+            ) from None
 
 
 def dagster_dev_command(port: int) -> list[str]:

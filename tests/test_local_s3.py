@@ -108,3 +108,22 @@ def _ignores_sigint(pid: int) -> bool:
         if line.startswith("SigIgn:"):
             return bool(int(line.split()[1], 16) & 1 << (signal.SIGINT - 1))
     return False
+
+
+def test_dev_on_a_busy_port_stops_at_once_with_a_hint(tmp_path):
+    """`tracehouse dev` used to print the URL and run on without a UI when the port was taken."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cli = [str(Path(sys.executable).parent / "tracehouse"), "dev", "--port", str(port), "--no-demo"]
+        done = subprocess.run(
+            cli,
+            env={**os.environ, "TRACEHOUSE_HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"port {port} on 127.0.0.1 is in use" in done.stderr and f"PORT={port + 1} make dev" in done.stderr
+    assert not (tmp_path / "s3").exists()  # nothing was started
