@@ -78,8 +78,8 @@ def legacy_migration(
         "attributes_lost": result.attributes_lost,
         "scores": result.scores,
         "scores_missing": result.scores_missing,
-        "seconds": result.seconds,
-        "rows_per_second": result.observations / result.seconds if result.seconds else 0.0,
+        "seconds": round(result.seconds, 2),
+        "rows_per_second": round(result.observations / result.seconds) if result.seconds else 0,
     }
     if not result.verified:
         raise dg.Failure(description=f"part {result.part} failed verification", metadata=metadata)

@@ -79,13 +79,16 @@ def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
             else:
                 rows = rebuild(ch, model, [date.fromisoformat(k) for k in context.partition_keys])
             context.log.info(f"{model.name}: {rows} rows built")
-            yield dg.MaterializeResult(
-                metadata={
-                    **table_metadata(ch, model.name),
-                    "rows_built": rows,
-                    "dagster/column_lineage": lineage,
-                }
-            )
+            metadata = {
+                **table_metadata(ch, model.name),
+                "rows_built": rows,
+                "dagster/column_lineage": lineage,
+            }
+            if model.incremental and len(context.partition_keys) == 1:
+                # a day's materialization reports that day's rows, not the whole table's
+                metadata["table_rows"] = metadata["dagster/row_count"]
+                metadata["dagster/row_count"] = rows
+            yield dg.MaterializeResult(metadata=metadata)
             yield _key_check(ch, model)
             yield _reconcile_check(ch, model)
 

@@ -263,7 +263,10 @@ def test_models_materialize_in_dagster(filled, env):
     from assets.models import MODEL_ASSETS
     from orchestration.resources import build_resources
 
-    day = days_in_events(filled)[-1].isoformat()
+    *earlier, last = days_in_events(filled)
+    for other in earlier:  # other days already built: the day's materialization must not count them
+        build_day(filled, load_models()["usage_daily"], other)
+    day = last.isoformat()
     by_name = {a.key.path[-1]: a for a in MODEL_ASSETS}
     resources = build_resources()
     partitioned = dg.materialize([by_name["usage_daily"]], resources=resources, partition_key=day)
@@ -279,6 +282,17 @@ def test_models_materialize_in_dagster(filled, env):
     lineage = meta["trace_summaries"]["dagster/column_lineage"].value
     assert dg.TableColumnDep(dg.AssetKey("traces"), "name") in lineage.deps_by_column["name"]
     assert meta["session_summaries"]["dagster/row_count"].value > 0
+    # a day's materialization reports the day's rows; the other days' rows are not its own
+    day_meta = partitioned.get_asset_materialization_events()[0].materialization.metadata
+    day_rows = query_scalar(
+        filled, f"SELECT count() FROM {DB}.usage_daily WHERE day = {{d:Date}}", {"d": day}
+    )
+    assert day_meta["dagster/row_count"].value == day_rows > 0
+    assert (
+        day_meta["table_rows"].value
+        == query_scalar(filled, f"SELECT count() FROM {DB}.usage_daily")
+        > day_rows
+    )
 
 
 def test_replay_command(env, s3):
