@@ -8,6 +8,7 @@ at once). A crash leaves that partition failed: a backfill of the missing/failed
 import dagster as dg
 from pydantic import Field
 
+from assets.staging import table_metadata
 from orchestration.migration import migrate_part, prepare
 from orchestration.resources import ClickHouseResource
 from orchestration.settings import LEGACY_DATABASE
@@ -42,15 +43,12 @@ def legacy_snapshot(
 ) -> dg.MaterializeResult:
     with clickhouse.connect() as ch:
         found = prepare(ch, rows_per_part=config.rows_per_part)
+        metadata = table_metadata(ch, "migration_observations")
     names = [p.name for p in found]
     known = set(context.instance.get_dynamic_partitions(LEGACY_PARTS.name))
     context.instance.add_dynamic_partitions(LEGACY_PARTS.name, [n for n in names if n not in known])
     return dg.MaterializeResult(
-        metadata={
-            "parts": len(names),
-            "dagster/row_count": sum(p.rows for p in found),
-            "dagster/table_name": "tracehouse.migration_observations",
-        }
+        metadata={**metadata, "parts": len(names), "dagster/row_count": sum(p.rows for p in found)}
     )
 
 
@@ -69,7 +67,9 @@ def legacy_migration(
 ) -> dg.MaterializeResult:
     with clickhouse.connect() as ch:
         result = migrate_part(ch, context.partition_key)
+        table = table_metadata(ch, "events", count=False)  # the part's rows are the figures below
     metadata = {
+        **table,
         "observations": result.observations,
         "superseded_rows_removed": result.superseded,
         "live_rows_repaired": result.repaired,

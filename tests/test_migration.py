@@ -197,6 +197,9 @@ def test_snapshot_and_part_partitions_in_dagster(env, ch):
             run_config={"ops": {"legacy_snapshot": {"config": {"rows_per_part": 1500}}}},
         )
         assert snap.success
+        snap_meta = snap.get_asset_materialization_events()[0].materialization.metadata
+        assert snap_meta["dagster/table_name"].value == "tracehouse.migration_observations"
+        assert "dagster/column_schema" in snap_meta
         names = instance.get_dynamic_partitions(LEGACY_PARTS.name)
         assert sorted(names) == [p.name for p in parts(ch)] and len(names) >= 2
         for name in names:
@@ -206,4 +209,7 @@ def test_snapshot_and_part_partitions_in_dagster(env, ch):
             assert result.success
             meta = result.get_asset_materialization_events()[0].materialization.metadata
             assert meta["missing"].value == 0 and meta["duplicates"].value == 0
+            assert (
+                meta["dagster/table_name"].value == "tracehouse.events" and meta["scores_missing"].value == 0
+            )
     assert _rows(ch, ACTUAL) == _rows(ch, EXPECTED)
