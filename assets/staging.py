@@ -57,14 +57,20 @@ def table_metadata(ch: ClickHouse, table: str, db: str = DATABASE, count: bool =
 
 def outstanding_quarantine(ch: ClickHouse, limit: int = 50, db: str = DATABASE) -> tuple[int, list[dict]]:
     """Objects whose latest ledger state is ``quarantined``: not yet resolved (an object fixed by re-uploading
-    it under the same key loads again and leaves this list). Returns (how many, the first ``limit``)."""
-    outstanding = (
-        f"SELECT source_key, argMax(reason, recorded_at) AS reason FROM {db}.ingest_ledger "  # noqa: S608
-        "GROUP BY source_key HAVING argMax(status, recorded_at) = 'quarantined'"
+    it under the same key loads again and leaves this list). Returns (how many, the first ``limit``).
+
+    Runs with every load, so it reads the ledger rows of ever-quarantined keys only (the quarantine table
+    names them; the ledger is sorted by key), not the whole ledger."""
+    rows = query_rows(
+        ch,
+        "SELECT source_key, reason, count() OVER () AS total FROM ("  # noqa: S608
+        f"SELECT source_key, argMax(reason, recorded_at) AS reason FROM {db}.ingest_ledger "
+        f"WHERE source_key IN (SELECT source_key FROM {db}.quarantine) "
+        "GROUP BY source_key HAVING argMax(status, recorded_at) = 'quarantined') "
+        "ORDER BY source_key LIMIT {limit:UInt32}",
+        {"limit": limit},
     )
-    total = query_scalar(ch, f"SELECT count() FROM ({outstanding})")  # noqa: S608
-    first = query_rows(ch, f"{outstanding} ORDER BY source_key LIMIT {int(limit)}")
-    return total, first
+    return (rows[0]["total"] if rows else 0), rows
 
 
 def _quarantine_table(rows: list[dict], total: int) -> dg.MetadataValue:

@@ -88,10 +88,8 @@ def classify(exc: BaseException) -> Fault | None:
 
 
 def _clickhouse_server_fault(cause: BaseException) -> Fault | None:
-    try:
-        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
-    except ImportError:  # pragma: no cover - a dependency of the project
-        return None
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
     if isinstance(cause, OperationalError):
         return Fault(EXIT_CLICKHOUSE, f"the ClickHouse server is unreachable: {first_line(cause)}")
     if isinstance(cause, DatabaseError) and "AUTHENTICATION_FAILED" in str(cause):

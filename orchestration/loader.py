@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -150,11 +150,24 @@ class ByteBudget:
             self._closed = True
             self._cond.notify_all()
 
-    @property
-    def serving(self) -> int:
-        """The ticket whose turn it is."""
-        with self._cond:
-            return self._serving
+    @contextmanager
+    def turn(self, ticket: int) -> Iterator[Callable[[int], None]]:
+        """``ticket``'s turn as a block: the block calls the yielded function with the bytes it is about to
+        hold; a block that never does passes the turn on, and one that fails gives its bytes back."""
+        taken: list[int] = []
+
+        def take(size: int) -> None:
+            self.acquire(ticket, size)
+            taken.append(size)
+
+        try:
+            yield take
+        except BaseException:
+            self.release(sum(taken))
+            raise
+        finally:
+            if not taken:
+                self.acquire(ticket, 0)
 
 
 @dataclass(frozen=True)
@@ -190,8 +203,7 @@ def _fetch(s3, key: str, settings: Settings, budget: ByteBudget, ticket: int) ->
     """GET one object (in a fetch thread) within the byte budget. Decoding and parsing happen later, driven
     from the loading thread, which releases the object's share of the budget when it takes it."""
     outcome = Outcome(key=key, status="quarantined")
-    reserved = 0
-    try:
+    with budget.turn(ticket) as take:
         try:
             raw = parse_key(key, settings.raw_prefix)
         except BadKey as exc:
@@ -216,19 +228,12 @@ def _fetch(s3, key: str, settings: Settings, budget: ByteBudget, ticket: int) ->
                     f"object is {outcome.size} bytes, over the {settings.max_object_bytes}-byte limit"
                 )
                 return _Fetched(outcome)
-            budget.acquire(ticket, outcome.size)
-            reserved = outcome.size
+            take(outcome.size)
             data = body.read(settings.max_object_bytes + 1)
         finally:
             body.close()
         outcome.status = "parsing"
-        return _Fetched(outcome, raw=raw, data=data, budgeted=reserved)
-    except BaseException:
-        budget.release(reserved)
-        raise
-    finally:
-        if ticket >= budget.serving:  # this object never took its turn: pass it on
-            budget.acquire(ticket, 0)
+        return _Fetched(outcome, raw=raw, data=data, budgeted=outcome.size)
 
 
 def _decode_for_clickhouse(item: _Fetched, settings: Settings) -> None:

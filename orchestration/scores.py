@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from orchestration.clickhouse import ClickHouse, query_scalar
 from orchestration.propagation import sql_module
@@ -24,18 +25,17 @@ def propagate_scores(
     """Write the window's scores; returns how many scores it touched."""
     sql = sql_module("scores", db)
     params = {"lo": lo, "hi": hi, "horizon": horizon, "pid": "s" + uuid.uuid4().hex}
-    return _write(ch, db, params, sql.window_keys(), sql.staging_versions())
+    return _write(ch, db, sql, params, sql.window_keys(), sql.staging_versions())
 
 
 def migrate_scores(ch: ClickHouse, bucket: str, db: str = DATABASE, source_db: str | None = None) -> int:
     """Write the scores of legacy partition ``bucket`` (deletions applied); returns how many it touched."""
     sql = sql_module("scores", db, source_db)
     params = {"bucket": bucket, "pid": "legacy-s" + uuid.uuid4().hex}
-    return _write(ch, db, params, sql.part_keys(), sql.legacy_versions())
+    return _write(ch, db, sql, params, sql.part_keys(), sql.legacy_versions())
 
 
-def _write(ch: ClickHouse, db: str, params: dict, keys: str, versions: str) -> int:
-    sql = sql_module("scores", db)
+def _write(ch: ClickHouse, db: str, sql: Any, params: dict, keys: str, versions: str) -> int:
     touched = query_scalar(ch, sql.count_keys(keys), params)
     if not touched:
         return 0

@@ -163,16 +163,19 @@ WHERE propagation_id = {pid:String} AND kind = 'repair'
                                WHERE propagation_id = {pid:String} AND kind = 'observation')
 {%- endmacro %}
 
+{#- Loads committed before {horizon}: every version a merge may use (those of this window and earlier). -#}
+{%- macro committed_before_horizon() -%}
+SELECT source_key, load_id, recorded_at AS committed_at, uploaded_at FROM {{ db }}.ingest_ledger
+WHERE status = 'loaded' AND recorded_at < {horizon:DateTime64(6, 'UTC')}
+{%- endmacro %}
+
 {%- macro staging_versions() -%}
 SELECT s.project_id AS project_id, s.id AS id,
 {%- for f in observation_fields %} s.{{ f }} AS {{ f }},{% endfor %}
     s.event_ts AS event_ts, 1 AS priority, c.committed_at AS committed_at, c.uploaded_at AS uploaded_at,
     cityHash64(s.source_key) AS key_hash, s.is_update AS is_update
 FROM {{ db }}.observations_staging AS s
-INNER JOIN (
-    SELECT source_key, load_id, recorded_at AS committed_at, uploaded_at FROM {{ db }}.ingest_ledger
-    WHERE status = 'loaded' AND recorded_at < {horizon:DateTime64(6, 'UTC')}
-) AS c ON s.source_key = c.source_key AND s.load_id = c.load_id
+INNER JOIN ({{ committed_before_horizon() }}) AS c ON s.source_key = c.source_key AND s.load_id = c.load_id
 {%- endmacro %}
 
 {#- Rows for events from `merged` (one row per observation, fields named <field>_merged), joined to the

@@ -2,7 +2,7 @@
     window touches, or those of one frozen legacy part. Parameters: {pid} (this write's own propagation id);
     for a window {lo}, {hi} and {horizon} (versions committed before it are merged); for a legacy part
     {bucket} (its partition id). `keys` arguments are subqueries of (project_id, id). -#}
-{%- from 'propagation.sql' import committed, publish_and_retire with context -%}
+{%- from 'propagation.sql' import committed, committed_before_horizon, publish_and_retire with context -%}
 
 {%- macro window_keys() -%}
 SELECT DISTINCT project_id, id FROM {{ db }}.scores_staging
@@ -26,10 +26,7 @@ SELECT s.project_id AS project_id, s.id AS id, s.trace_id AS trace_id, s.observa
        false AS is_deleted, s.event_ts AS event_ts, c.uploaded_at AS uploaded_at,
        cityHash64(s.source_key) AS key_hash, c.committed_at AS committed_at, 1 AS priority
 FROM {{ db }}.scores_staging AS s
-INNER JOIN (
-    SELECT source_key, load_id, recorded_at AS committed_at, uploaded_at FROM {{ db }}.ingest_ledger
-    WHERE status = 'loaded' AND recorded_at < {horizon:DateTime64(6, 'UTC')}
-) AS c ON s.source_key = c.source_key AND s.load_id = c.load_id
+INNER JOIN ({{ committed_before_horizon() }}) AS c ON s.source_key = c.source_key AND s.load_id = c.load_id
 WHERE (s.project_id, s.id) IN ({{ window_keys() }})
 {%- endmacro %}
 
