@@ -93,6 +93,17 @@ def visible_sql(db: str, retired_kind: str) -> str:
     )
 
 
+def latest_attributes_sql(db: str, where: str = "") -> str:
+    """The latest non-empty value of every trace attribute per trace (of the traces ``where`` selects): what
+    propagation joins onto observations, and the view ``traces_current`` (migration 0013)."""
+    fields = "".join(f"argMax({name}.value, {name}.rank) AS {name}, " for name, _type, _set in TRACE_FIELDS)
+    return (
+        f"SELECT project_id, trace_id, {fields}"  # noqa: S608
+        "min(first_start) AS first_start, max(last_start) AS last_start, max(updated_at) AS updated_at "
+        f"FROM {db}.trace_attributes_ranked {where} GROUP BY project_id, trace_id"
+    )
+
+
 # events column ← trace_attributes_ranked field
 EVENTS_TRACE_COLUMNS = {
     "trace_name": "name",
@@ -184,6 +195,7 @@ def sql_module(name: str, db: str, source_db: str | None = None) -> Any:
             "observation_fields": list(OBSERVATION_FIELDS),
             "merge_fields": {f: cond.format(c=f) for f, cond in OBSERVATION_FIELDS.items()},
             "rank": rank_sql,
+            "latest_attributes_sql": latest_attributes_sql,
             "attr": _attr,
             "select_list": _select_list(),
             "event_columns": EVENT_COLUMNS,

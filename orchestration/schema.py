@@ -55,7 +55,7 @@ def render(template: str, db: str = DATABASE, cluster: str | None = None, **extr
 
 def _template_values() -> dict[str, object]:
     """Values the DDL templates take from code and configuration."""
-    from orchestration.propagation import TRACE_FIELDS, rank_sql, visible_sql
+    from orchestration.propagation import TRACE_FIELDS, latest_attributes_sql, rank_sql, visible_sql
     from orchestration.settings import load_settings
 
     return {
@@ -63,6 +63,7 @@ def _template_values() -> dict[str, object]:
         "trace_fields_set": [(name, type_, is_set.format(c=name)) for name, type_, is_set in TRACE_FIELDS],
         "rank": rank_sql,
         "visible": visible_sql,
+        "latest_attributes": latest_attributes_sql,
         "core_truncate_chars": load_settings().core_truncate_chars,
     }
 

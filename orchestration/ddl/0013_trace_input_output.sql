@@ -7,10 +7,4 @@ ALTER TABLE {{ db }}.trace_attributes_ranked {{ on_cluster }}
     ADD COLUMN IF NOT EXISTS output SimpleAggregateFunction(max, Tuple(rank UInt256, value String)) AFTER input;
 
 CREATE VIEW IF NOT EXISTS {{ db }}.traces_current {{ on_cluster }} AS
-SELECT project_id, trace_id,
-{%- for name, type, is_set in trace_fields_set %}
-    argMax({{ name }}.value, {{ name }}.rank) AS {{ name }},
-{%- endfor %}
-    min(first_start) AS first_start, max(last_start) AS last_start, max(updated_at) AS updated_at
-FROM {{ db }}.trace_attributes_ranked
-GROUP BY project_id, trace_id;
+{{ latest_attributes(db) }};

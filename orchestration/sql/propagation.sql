@@ -31,14 +31,7 @@ WHERE propagation_id = {pid:String} AND kind IN ('observation', 'repair')
 
 {#- The latest non-empty attributes of the traces selected by `traces` (a subquery). -#}
 {%- macro latest_attributes(traces) -%}
-SELECT project_id, trace_id,
-{%- for name, type, is_set in trace_fields %}
-    argMax({{ name }}.value, {{ name }}.rank) AS {{ name }},
-{%- endfor %}
-    min(first_start) AS first_start, max(last_start) AS last_start, max(updated_at) AS updated_at
-FROM {{ db }}.trace_attributes_ranked
-WHERE (project_id, trace_id) IN ({{ traces }})
-GROUP BY project_id, trace_id
+{{ latest_attributes_sql(db, "WHERE (project_id, trace_id) IN (" ~ traces ~ ")") }}
 {%- endmacro %}
 
 {#- Rows of `source` (project_id, trace_id, the trace fields, first_start, last_start, event_ts, committed_at,
