@@ -13,6 +13,7 @@ from pydantic import Field
 
 from assets.staging import table_metadata
 from orchestration.clickhouse import ClickHouse, query_scalar
+from orchestration.health import BARE_SHARE, MIN_SPANS, bare_scopes, health_table, instrumentation_health
 from orchestration.propagation import (
     EVENT_COLUMNS,
     EVENTS_TRACE_COLUMNS,
@@ -142,6 +143,7 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
                 **table_metadata(ch, "events"),
                 **run_metadata,
                 "dagster/column_lineage": _events_lineage(),
+                "instrumentation_health": dg.MetadataValue.md(health_table(instrumentation_health(ch))),
             },
         )
         yield dg.MaterializeResult(
@@ -273,7 +275,34 @@ def trace_attributes_current(clickhouse: ClickHouseResource) -> dg.AssetCheckRes
     )
 
 
-EVENTS_CHECKS = [events_no_duplicate_ids, events_complete, events_core_truncated, trace_attributes_current]
+@dg.asset_check(
+    asset=EVENTS,
+    description=f"Warns about instrumentation scopes whose spans (at least {MIN_SPANS} in the last day) are "
+    f"{BARE_SHARE:.0%} or more bare: type SPAN, no model, no input or output (a convention tracehouse does "
+    "not read, or content capture off).",
+)
+def events_instrumentation_health(clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
+    with clickhouse.connect() as ch:
+        health = instrumentation_health(ch)
+    bare = bare_scopes(health)
+    return dg.AssetCheckResult(
+        passed=not bare,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "bare_scopes": dg.MetadataValue.md(health_table(bare) if bare else "none"),
+            "scopes": len(health),
+            "health": dg.MetadataValue.md(health_table(health)),
+        },
+    )
+
+
+EVENTS_CHECKS = [
+    events_no_duplicate_ids,
+    events_complete,
+    events_core_truncated,
+    trace_attributes_current,
+    events_instrumentation_health,
+]
 
 
 @dg.op(

@@ -73,6 +73,16 @@ def outstanding_quarantine(ch: ClickHouse, limit: int = 50, db: str = DATABASE) 
     return (rows[0]["total"] if rows else 0), rows
 
 
+def _unmapped_metadata(report: LoadReport) -> dict[str, dg.MetadataValue]:
+    """Values kept in metadata because no column could take them: how many, and where, this run."""
+    objects = report.with_unmapped
+    lines = ["| object | note |", "|---|---|"] + [f"| {o.key} | {o.note} |" for o in objects[:20]]
+    return {
+        "unmapped_values_this_run": dg.MetadataValue.int(sum(o.unmapped for o in objects)),
+        "objects_with_unmapped_values": dg.MetadataValue.md("\n".join(lines) if objects else "none"),
+    }
+
+
 def _quarantine_table(rows: list[dict], total: int) -> dg.MetadataValue:
     lines = ["| object | reason |", "| --- | --- |"]
     for row in rows:
@@ -143,6 +153,8 @@ def staging_tables(
             context.log.warning(f"quarantined {o.key}: {o.reason}")
         for note in report.notes:
             context.log.warning(note)
+        for o in report.with_unmapped:
+            context.log.warning(f"loaded {o.key} with {o.note}")
         context.log.info(
             f"loaded {report.count('loaded')} objects ({report.bytes_loaded} bytes), quarantined "
             f"{report.count('quarantined')}, skipped {report.count('skipped')} already done"
@@ -153,6 +165,7 @@ def staging_tables(
                 metadata={
                     **table_metadata(ch, table),
                     "rows_loaded": report.rows(table.removesuffix("_staging")),
+                    **(_unmapped_metadata(report) if table == "observations_staging" else {}),
                 },
             )
         total, first = outstanding_quarantine(ch)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -100,25 +100,16 @@ ARRAY JOIN [mapFromArrays(sp.attributes.key, sp.attributes.value.stringValue)] A
 
 
 def _ingest(ch: ClickHouse, s3, settings: Settings, scale: float, report: Report) -> None:
-    """Each format loaded by load_objects; OTLP/JSON both ways (mapped in ClickHouse, the default, and in
-    Python), and the floor for OTLP/JSON."""
+    """Each format loaded by load_objects, and the floor for OTLP/JSON."""
     objects = max(4, int(40 * scale))
     figures = {}
-    cases = {
-        "otlp_json": ("otlp_json", settings),
-        "otlp_json_python": ("otlp_json", replace(settings, otlp_json_in_clickhouse=False)),
-        "otlp_proto": ("otlp_proto", settings),
-        "ingestion": ("ingestion", settings),
-    }
-    for case, (fmt, case_settings) in cases.items():
+    for case in ("otlp_json", "otlp_proto", "ingestion"):
         written = generate(
             s3, settings.raw_bucket, settings.raw_prefix, objects=objects, traces_per_object=200,
-            projects=(f"bench-{case.replace('_', '-')}",), formats=(fmt,), compress=False, payload_bytes=2200,
-            late_updates=False, seed=1,
+            projects=(f"bench-{case.replace('_', '-')}",), formats=(case,), compress=False,
+            payload_bytes=2200, late_updates=False, seed=1,
         )  # fmt: skip
-        loaded, seconds = _timed(
-            lambda w=written, c=case_settings: load_objects(ch, s3, w.keys, c, run_id="bench")
-        )
+        loaded, seconds = _timed(lambda w=written: load_objects(ch, s3, w.keys, settings, run_id="bench"))
         rows = loaded.rows("observations")
         assert loaded.count("quarantined") == 0, [o.reason for o in loaded.quarantined][:3]
         figures[case] = {
@@ -487,8 +478,7 @@ def markdown(result: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|",
         ]
         labels = {
-            "otlp_json": "otlp_json (mapped in ClickHouse)",
-            "otlp_json_python": "otlp_json (mapped in Python)",
+            "otlp_json": "otlp_json",
             "otlp_proto": "otlp_proto",
             "ingestion": "ingestion",
         }

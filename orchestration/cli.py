@@ -442,6 +442,8 @@ def _print_load_summary(report) -> None:
     )
     for outcome in report.quarantined:
         Console().print(f"[yellow]quarantined[/] {outcome.key}: {outcome.reason}")
+    for outcome in report.with_unmapped:
+        Console().print(f"[yellow]loaded with unmapped values[/] {outcome.key}: {outcome.note}")
     for note in report.notes:
         Console().print(f"[yellow]note[/] {note}")
 

@@ -9,9 +9,8 @@ Protocol per group of objects (one group is at most ``group_bytes`` of raw data)
 2. the group is fetched (S3 GETs in parallel threads, at most ``max_bytes_in_flight`` fetched bytes held
    before the loading thread takes them) and parsed into Arrow (in a pool of worker processes, one per
    core: parsing is CPU work the GIL would serialise); a bad object becomes a quarantine outcome with its
-   reason, the others go on. OTLP/JSON objects are only decoded, one at a time in the loading thread (so
-   eight gzip bombs never inflate at once): ClickHouse maps them (``orchestration/otlp_json.py``), and the
-   few it does not take are parsed in Python after;
+   reason, the others go on. A value inside an object that no column can take stays in the row's
+   metadata and is counted on the object's ledger row (``unmapped``, ``note``): it never costs the object;
 3. ledger rows ``started`` (with a fresh ``load_id``) are written, then the staging rows (tagged with that
    ``load_id``), then one ledger row per object: ``loaded`` with row counts or ``quarantined`` with the
    reason (the quarantine table is fed from that same insert by a materialized view).
@@ -41,9 +40,8 @@ from datetime import UTC, datetime
 import pyarrow as pa
 from botocore.exceptions import ClientError
 
-from orchestration import otlp_json
 from orchestration.clickhouse import ClickHouse, query_rows
-from orchestration.parsers import BadObject, decode_object, parse_object
+from orchestration.parsers import BadObject, parse_object
 from orchestration.parsers.common import OBSERVATION_SCHEMA, SCORE_SCHEMA, TRACE_SCHEMA, to_arrow
 from orchestration.raw_keys import BadKey, RawKey, parse_key
 from orchestration.settings import DATABASE, Settings
@@ -54,13 +52,15 @@ STAGING_TABLES = ("observations_staging", "traces_staging", "scores_staging")
 @dataclass
 class Outcome:
     key: str
-    status: str  # loaded | quarantined | skipped; "mapping" while ClickHouse maps it
+    status: str  # loaded | quarantined | skipped
     reason: str = ""
     observations: int = 0
     traces: int = 0
     scores: int = 0
     size: int = 0
     etag: str = ""
+    unmapped: int = 0  # values no column could take, kept in their rows' metadata
+    note: str = ""  # the first of those problems, for the ledger and the run log
     project_id: str = ""
     format: str = ""
     # S3 LastModified of the version read: orders versions whose event times tie (later upload wins)
@@ -91,20 +91,24 @@ class LoadReport:
     def quarantined(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == "quarantined"]
 
+    @property
+    def with_unmapped(self) -> list[Outcome]:
+        """Loaded objects that kept some values in metadata because no column could take them."""
+        return [o for o in self.outcomes if o.status == "loaded" and o.unmapped]
+
 
 @dataclass
 class _Fetched:
     outcome: Outcome
     tables: dict[str, pa.Table] = field(default_factory=dict)  # staging table -> rows of this object
     raw: RawKey | None = None
-    mapping: otlp_json.RawObject | None = None  # decoded OTLP/JSON for ClickHouse to map
     data: bytes = b""  # the object as fetched, for the Python parser
     budgeted: int = 0  # bytes of the fetch budget this object holds until the loading thread takes it
 
     @property
     def weight(self) -> int:
         """Bytes this object holds in memory while its group loads."""
-        return len(self.data) + (len(self.mapping.data) if self.mapping else 0)
+        return len(self.data)
 
 
 class ByteBudget:
@@ -236,19 +240,6 @@ def _fetch(s3, key: str, settings: Settings, budget: ByteBudget, ticket: int) ->
         return _Fetched(outcome, raw=raw, data=data, budgeted=outcome.size)
 
 
-def _decode_for_clickhouse(item: _Fetched, settings: Settings) -> None:
-    """Gunzip an OTLP/JSON object for ClickHouse to map (in the loading thread, one object at a time)."""
-    if item.raw is None or item.raw.format != "otlp_json" or not settings.otlp_json_in_clickhouse:
-        return
-    try:
-        decoded = decode_object(item.raw, item.data, settings.max_object_bytes)
-    except BadObject as exc:
-        item.outcome.status, item.outcome.reason, item.data = "quarantined", str(exc), b""
-        return
-    item.outcome.status = "mapping"
-    item.mapping = otlp_json.RawObject(item.outcome.key, item.raw.project_id, decoded)
-
-
 _DIED_TWICE = "the parser process died on this object twice (out of memory or a crash)"
 
 
@@ -257,13 +248,15 @@ def _parse_all(parsers: ParserPool, items: list[_Fetched], settings: Settings) -
     limits = (settings.max_object_bytes, settings.max_record_bytes)
     results = parsers.map(parse_to_arrow, [(item.raw, item.data, limits) for item in items])
     for item, result in zip(items, results, strict=True):
-        reason, payload = result or (_DIED_TWICE, {})
+        reason, payload, unmapped = result or (_DIED_TWICE, {}, [])
         item.data = b""
         if reason:
             item.outcome.status, item.outcome.reason = "quarantined", reason
             continue
         item.tables = {name: pa.ipc.open_stream(blob).read_all() for name, blob in payload.items()}
         item.outcome.status = "loaded"
+        item.outcome.unmapped = len(unmapped)
+        item.outcome.note = _unmapped_note(unmapped)
         item.outcome.observations, item.outcome.traces, item.outcome.scores = (
             item.tables["observations_staging"].num_rows,
             item.tables["traces_staging"].num_rows,
@@ -271,8 +264,18 @@ def _parse_all(parsers: ParserPool, items: list[_Fetched], settings: Settings) -
         )
 
 
-def parse_to_arrow(raw: RawKey, data: bytes, limits: tuple[int, int]) -> tuple[str, dict[str, bytes]]:
-    """Parse one object into Arrow IPC streams per staging table, or give the reason it is bad.
+def _unmapped_note(problems: list[str]) -> str:
+    if not problems:
+        return ""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{len(problems)} value(s) kept in metadata, not mapped: {problems[0]}{more}"[:1000]
+
+
+def parse_to_arrow(
+    raw: RawKey, data: bytes, limits: tuple[int, int]
+) -> tuple[str, dict[str, bytes], list[str]]:
+    """Parse one object into Arrow IPC streams per staging table, or give the reason it is bad; with the
+    values it kept in metadata because no column could take them.
 
     Runs in a worker process, so it returns only picklable values; conversion to Arrow happens here too,
     so a value that does not fit its column quarantines its own object and nothing else.
@@ -289,16 +292,16 @@ def parse_to_arrow(raw: RawKey, data: bytes, limits: tuple[int, int]) -> tuple[s
             "scores_staging": to_arrow(parsed.scores, SCORE_SCHEMA),
         }
     except BadObject as exc:
-        return str(exc), {}
+        return str(exc), {}, []
     except Exception as exc:  # a parser bug must not lose the object or stop the batch
-        return f"unexpected {type(exc).__name__} while parsing: {exc}"[:2000], {}
+        return f"unexpected {type(exc).__name__} while parsing: {exc}"[:2000], {}, []
     payload = {}
     for name, table in tables.items():
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
         payload[name] = sink.getvalue().to_pybytes()
-    return "", payload
+    return "", payload, parsed.unmapped
 
 
 def _die_with_parent() -> None:
@@ -392,6 +395,8 @@ def _ledger_table(outcomes: Iterable[Outcome], status: str | None, run_id: str, 
             "traces": o.traces if status is None else 0,
             "scores": o.scores if status is None else 0,
             "reason": o.reason if status is None else "",
+            "unmapped": o.unmapped if status is None else 0,
+            "note": o.note if status is None else "",
             "run_id": run_id,
             "load_id": load_id,
             "uploaded_at": o.uploaded_at,
@@ -445,34 +450,6 @@ def _insert_tables(ch: ClickHouse, db: str, load_id: str, parsed: list[_Fetched]
         ch.insert_arrow(f"{db}.{table}", _with_load_id(data, load_id))
 
 
-def _map_in_clickhouse(
-    ch: ClickHouse,
-    db: str,
-    load_id: str,
-    mapping: list[_Fetched],
-    settings: Settings,
-    parsers: ParserPool,
-    report: LoadReport,
-) -> list[_Fetched]:
-    """Let ClickHouse map the OTLP/JSON objects; parse in Python those it does not take (returned, to be
-    inserted). Outcomes are updated in place."""
-    try:
-        taken = otlp_json.load(ch, db, load_id, settings.max_record_bytes, [f.mapping for f in mapping])
-    except Exception as exc:  # a mapping bug must not stop ingestion: Python maps every object instead
-        report.notes.append(f"ClickHouse did not map {len(mapping)} OTLP/JSON objects ({exc}); Python did")
-        taken = {}
-    declined = []
-    for item in mapping:
-        item.mapping = None
-        if item.outcome.key in taken:
-            item.outcome.status, item.outcome.observations = "loaded", taken[item.outcome.key]
-            item.data = b""
-        else:
-            declined.append(item)
-    _parse_all(parsers, declined, settings)
-    return [item for item in declined if item.tables]
-
-
 def load_objects(
     ch: ClickHouse,
     s3,
@@ -523,7 +500,6 @@ def load_objects(
         tickets = ((key, budget.ticket()) for key in todo)  # drawn in submission order
         fetch = lambda kt: _fetch(s3, kt[0], settings, budget, kt[1])  # noqa: E731
         for item in _bounded_map(pool, fetch, tickets, in_flight=fetch_threads * 2):
-            _decode_for_clickhouse(item, settings)
             budget.release(item.budgeted)
             yield item
 
@@ -550,14 +526,10 @@ def _load_group(
     """Steps 2-3 of the protocol for one group: parse, ledger ``started``, staging rows, ledger outcome."""
     load_id = uuid.uuid4().hex
     _parse_all(parsers, [f for f in group if f.outcome.status == "parsing"], settings)
-    committing = [f.outcome for f in group if f.outcome.status in ("loaded", "mapping")]
+    committing = [f.outcome for f in group if f.outcome.status == "loaded"]
     if committing:
         ch.insert_arrow(f"{db}.ingest_ledger", _ledger_table(committing, "started", run_id, load_id))
         _insert_tables(ch, db, load_id, [f for f in group if f.tables])
-    mapping = [f for f in group if f.mapping is not None]
-    if mapping:
-        parsed = _map_in_clickhouse(ch, db, load_id, mapping, settings, parsers, report)
-        _insert_tables(ch, db, load_id, parsed)
     ch.insert_arrow(f"{db}.ingest_ledger", _ledger_table([f.outcome for f in group], None, run_id, load_id))
     for item in group:
         report.outcomes.append(item.outcome)

@@ -38,7 +38,6 @@ class Settings:
     max_record_bytes: int
     max_bytes_in_flight: int  # fetched object bytes held before the loading thread takes them
     core_truncate_chars: int
-    otlp_json_in_clickhouse: bool  # map OTLP/JSON in ClickHouse (orchestration/otlp_json.py), not Python
 
     @property
     def chdb_path(self) -> Path:
@@ -70,5 +69,4 @@ def load_settings() -> Settings:
         max_record_bytes=_int("TRACEHOUSE_MAX_RECORD_BYTES", 16 * 1024 * 1024),
         max_bytes_in_flight=_int("TRACEHOUSE_MAX_BYTES_IN_FLIGHT", 256 * 1024 * 1024),
         core_truncate_chars=_int("TRACEHOUSE_CORE_TRUNCATE_CHARS", 2048),
-        otlp_json_in_clickhouse=_int("TRACEHOUSE_OTLP_JSON_IN_CLICKHOUSE", 1) != 0,
     )

@@ -120,6 +120,7 @@ def test_propagation_and_its_checks_run_in_dagster(env, s3):
         "events_complete",
         "events_core_truncated",
         "trace_attributes_current",
+        "events_instrumentation_health",
     }
     assert all(c.passed for c in checks.values()), {n: c.metadata for n, c in checks.items() if not c.passed}
 

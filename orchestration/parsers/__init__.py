@@ -10,7 +10,7 @@ from orchestration.parsers.otlp import parse_otlp
 from orchestration.parsers.parquet import parse_parquet
 from orchestration.raw_keys import RawKey
 
-__all__ = ["BadObject", "ParsedObject", "decode_object", "gunzip_bounded", "parse_object"]
+__all__ = ["BadObject", "ParsedObject", "gunzip_bounded", "parse_object"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 

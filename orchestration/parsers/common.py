@@ -150,6 +150,7 @@ class ParsedObject:
     traces: list[dict[str, Any]] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
     arrow_observations: pa.Table | None = None  # formats that arrive columnar (Parquet) skip the dicts
+    unmapped: list[str] = field(default_factory=list)  # values no column could take (kept in metadata)
 
     @property
     def observation_count(self) -> int:

@@ -14,6 +14,7 @@ merges them onto the create (latest non-empty value wins).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -27,12 +28,17 @@ from orchestration.parsers.common import (
     check_record_size,
     iso_to_us,
     json_text,
-    number_map,
-    optional_int,
     string_map,
     tag_list,
     total_cost_of,
-    with_usage_total,
+)
+from orchestration.parsers.conventions import (
+    UNMAPPED_KEY,
+    FieldError,
+    cost_object,
+    integer,
+    timestamp,
+    usage_object,
 )
 
 _OBSERVATION_TYPES = {
@@ -61,33 +67,54 @@ def _bool(value: Any) -> bool | None:
 
 
 def _usage(body: dict[str, Any]) -> dict[str, int]:
+    """``usageDetails`` (Langfuse's keys, or an OpenAI usage object) or the legacy ``usage`` object."""
     details = body.get("usageDetails")
     if details:
-        return number_map(details, "usageDetails", integer=True)
+        return usage_object(details)
     legacy = body.get("usage")
     if not legacy:
         return {}
     if not isinstance(legacy, dict):
-        raise BadObject("usage must be an object")
+        raise FieldError("usage must be an object")
     renamed = {
         _LEGACY_USAGE.get(k, k): v
         for k, v in legacy.items()
         if k not in ("inputCost", "outputCost", "totalCost")
     }
-    return with_usage_total(number_map(renamed, "usage", integer=True))
+    return usage_object(renamed)
 
 
 def _cost(body: dict[str, Any]) -> dict[str, float]:
     details = body.get("costDetails")
     if details:
-        return number_map(details, "costDetails", integer=False)
+        return cost_object(details)
     legacy = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-    picked = {
-        k[: -len("Cost")]: legacy[k]
-        for k in ("inputCost", "outputCost", "totalCost")
-        if legacy.get(k) is not None
-    }
-    return number_map(picked, "usage costs", integer=False)
+    return cost_object({k[: -len("Cost")]: legacy.get(k) for k in ("inputCost", "outputCost", "totalCost")})
+
+
+class _Lenient:
+    """Reads an event's fields; one that cannot be read keeps its raw value in metadata (``body.<field>``)
+    and is listed as a problem, the way span attributes are (parsers/conventions.py)."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body, self.kept, self.problems = body, {}, []
+
+    def read(self, name: str, reader: Callable[[Any], Any], default: Any = None) -> Any:
+        try:
+            return reader(self.body.get(name))
+        except (BadObject, FieldError) as exc:
+            self.kept[f"body.{name}"] = json_text(self.body.get(name))
+            self.problems.append(f"{name}: {exc}")
+            return default
+
+    def metadata(self, metadata: dict[str, str]) -> dict[str, str]:
+        if self.problems:
+            return {**metadata, **self.kept, UNMAPPED_KEY: json_text(self.problems)}
+        return metadata
+
+
+def _timestamp(value: Any) -> int | None:
+    return None if value in (None, "") else timestamp(value)
 
 
 def _observation(event_type: str, body: dict, ts: int, project_id: str, key: str, max_record: int) -> dict:
@@ -99,9 +126,10 @@ def _observation(event_type: str, body: dict, ts: int, project_id: str, key: str
     if action == "create" and (not isinstance(trace_id, str) or not trace_id):
         raise BadObject(f"{event_type} {obs_id} has no traceId")
     obs_type = (body.get("type") if kind == "observation" else kind) or ""
-    cost = _cost(body)
-    prompt_version = body.get("promptVersion")
     what = f"{event_type} {obs_id}"
+    fields = _Lenient(body)
+    cost = fields.read("costDetails" if body.get("costDetails") else "usage", lambda _: _cost(body), {})
+    usage = fields.read("usageDetails" if body.get("usageDetails") else "usage", lambda _: _usage(body), {})
     row = dict(OBSERVATION_DEFAULTS)
     row.update(
         project_id=project_id,
@@ -110,9 +138,9 @@ def _observation(event_type: str, body: dict, ts: int, project_id: str, key: str
         parent_observation_id=_str(body.get("parentObservationId")),
         type=str(obs_type).upper() if action == "create" or obs_type else "",
         name=_str(body.get("name")),
-        start_time=iso_to_us(body.get("startTime"), f"{what} startTime"),
-        end_time=iso_to_us(body.get("endTime"), f"{what} endTime"),
-        completion_start_time=iso_to_us(body.get("completionStartTime"), f"{what} completionStartTime"),
+        start_time=fields.read("startTime", _timestamp),
+        end_time=fields.read("endTime", _timestamp),
+        completion_start_time=fields.read("completionStartTime", _timestamp),
         level=_str(body.get("level")).upper(),
         status_message=_str(body.get("statusMessage")),
         version=_str(body.get("version")),
@@ -122,16 +150,17 @@ def _observation(event_type: str, body: dict, ts: int, project_id: str, key: str
         metadata=string_map(body.get("metadata"), "metadata"),
         provided_model_name=_str(body.get("model")),
         model_parameters=json_text(body.get("modelParameters")),
-        usage_details=_usage(body),
+        usage_details=usage,
         cost_details=cost,
         total_cost=total_cost_of(cost),
         prompt_name=_str(body.get("promptName")),
-        prompt_version=optional_int(prompt_version, "promptVersion"),
+        prompt_version=fields.read("promptVersion", lambda v: None if v in (None, "") else integer(v)),
         is_update=action == "update",
         source_format="ingestion",
         source_key=key,
         event_ts=ts,
     )
+    row["metadata"] = fields.metadata(row["metadata"])
     if action == "create":
         if row["start_time"] is None:
             row["start_time"] = ts  # Langfuse defaults a missing startTime to the event time
@@ -258,6 +287,9 @@ def _ingest_event(event: Any, out: ParsedObject, project_id: str, key: str, max_
     elif event_type == "score-create":
         out.scores.append(_score(body, ts, project_id, key, "ingestion"))
     elif (kind in _OBSERVATION_TYPES or kind == "observation") and action in ("create", "update"):
-        out.observations.append(_observation(event_type, body, ts, project_id, key, max_record))
+        row = _observation(event_type, body, ts, project_id, key, max_record)
+        out.observations.append(row)
+        if UNMAPPED_KEY in row["metadata"]:
+            out.unmapped += orjson.loads(row["metadata"][UNMAPPED_KEY])
     else:
         raise BadObject(f"unknown ingestion event type {event_type[:64]!r}")

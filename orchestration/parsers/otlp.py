@@ -2,10 +2,10 @@
 
 Both marshalers are supported: ``otlp_json`` (an ``ExportTraceServiceRequest`` in OTLP/JSON, ids in hex,
 enums as integers or names; one document, or one per line) and ``otlp_proto`` (binary protobuf). Each is
-first flattened into the same neutral span form, then one mapping turns Langfuse SDK attributes
-(``langfuse.observation.*``, ``langfuse.trace.*``, ``user.id``, ``session.id`` ...) and the OTel GenAI
-conventions (``gen_ai.*``) into staging columns. Attributes no column claims are kept in ``metadata``
-under their own key, resource and scope attributes under ``resource.*`` / ``scope.*``: nothing is dropped.
+first flattened into the same neutral span form, then ``conventions.FIELDS`` (Langfuse, OTel GenAI,
+OpenInference, OpenLLMetry, Vercel AI SDK, Logfire/pydantic-ai) turns its attributes into staging columns.
+Attributes no column claims are kept in ``metadata`` under their own key, resource and scope attributes
+under ``resource.*`` / ``scope.*``: nothing is dropped.
 """
 
 from __future__ import annotations
@@ -25,28 +25,14 @@ from orchestration.parsers.common import (
     ParsedObject,
     check_record_size,
     hex_id,
-    iso_to_us,
     json_text,
     nanos_to_us,
-    number_map,
-    optional_int,
-    string_map,
-    tag_list,
     total_cost_of,
-    with_usage_total,
 )
+from orchestration.parsers.conventions import UNMAPPED_KEY, SpanFacts, map_attributes
 
 _STATUS_ERROR = 2
 KIND_NAMES = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
-GENAI_TYPES = {
-    "chat": "GENERATION",
-    "text_completion": "GENERATION",
-    "generate_content": "GENERATION",
-    "embeddings": "EMBEDDING",
-    "execute_tool": "TOOL",
-    "invoke_agent": "AGENT",
-    "create_agent": "AGENT",
-}
 
 
 @dataclass(slots=True)
@@ -270,167 +256,74 @@ def spans_from_json(data: bytes) -> Iterator[Span]:
 
 # --- mapping onto staging columns -----------------------------------------------------------------
 
-
-def _first(attrs: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        value = attrs.pop(key, None)
-        if value not in (None, ""):
-            for rest in keys:
-                attrs.pop(rest, None)
-            return value
-    return None
-
-
-def _prefixed(attrs: dict[str, Any], prefix: str) -> dict[str, Any]:
-    found = {k[len(prefix) :]: attrs.pop(k) for k in [k for k in attrs if k.startswith(prefix)]}
-    return found
-
-
-def _maybe_json(value: Any) -> Any:
-    """Langfuse serialises metadata values as JSON; unwrap them so a string is stored as that string."""
-    if isinstance(value, str):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
-
-
-def _genai_model_parameters(attrs: dict[str, Any]) -> dict[str, Any]:
-    """gen_ai.request.* (but the model, claimed before) as model parameters."""
-    keys = [k for k in attrs if k.startswith(GENAI_REQUEST_PREFIX)]
-    return {k[len(GENAI_REQUEST_PREFIX) :]: attrs.pop(k) for k in keys}
-
-
-# Attribute keys each staging field takes, in order of preference: the first non-empty value wins and every
-# key listed is consumed (kept out of metadata). sql/otlp_json.sql, the ClickHouse fast path for OTLP/JSON,
-# renders its lookups from this same table.
-CLAIMS: dict[str, tuple[str, ...]] = {
-    "operation": ("gen_ai.operation.name",),
-    "type": ("langfuse.observation.type",),
-    "model": ("langfuse.observation.model.name", "gen_ai.response.model", "gen_ai.request.model"),
-    "usage": ("langfuse.observation.usage_details",),
-    "usage_input": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"),
-    "usage_output": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"),
-    "usage_total": ("gen_ai.usage.total_tokens", "llm.usage.total_tokens"),
-    "cost": ("langfuse.observation.cost_details",),
-    "cost_total": ("gen_ai.usage.cost",),
-    "model_parameters": ("langfuse.observation.model.parameters",),
-    "trace_metadata": ("langfuse.trace.metadata",),
-    "observation_metadata": ("langfuse.observation.metadata",),
-    "level": ("langfuse.observation.level",),
-    "status_message": ("langfuse.observation.status_message",),
-    "prompt_version": ("langfuse.observation.prompt.version",),
-    "public": ("langfuse.trace.public",),
-    "completion_start_time": ("langfuse.observation.completion_start_time",),
-    "environment": ("langfuse.environment", "deployment.environment.name", "deployment.environment"),
-    "trace_name": ("langfuse.trace.name",),
-    "version": ("langfuse.version",),
-    "input": ("langfuse.observation.input", "gen_ai.input.messages", "gen_ai.prompt", "input.value"),
-    "output": ("langfuse.observation.output", "gen_ai.output.messages", "gen_ai.completion", "output.value"),
-    "prompt_name": ("langfuse.observation.prompt.name",),
-    "user_id": ("langfuse.user.id", "user.id"),
-    "session_id": ("langfuse.session.id", "session.id"),
-    "tags": ("langfuse.trace.tags",),
-    "release": ("langfuse.release",),
-}
-TRACE_METADATA_PREFIX = "langfuse.trace.metadata."
-OBSERVATION_METADATA_PREFIX = "langfuse.observation.metadata."
-GENAI_REQUEST_PREFIX = "gen_ai.request."
 RESOURCE_ENVIRONMENT_KEYS = ("resource.deployment.environment.name", "resource.deployment.environment")
 
 
+def _metadata_text(values: dict[str, Any]) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else json_text(v) for k, v in values.items()}
+
+
 def span_to_row(span: Span, project_id: str, source_key: str, source_format: str, max_record: int) -> dict:
-    a = dict(span.attributes)
-    row = dict(OBSERVATION_DEFAULTS)
-    what = f"span {span.span_id}"
-
-    def claim(field: str) -> Any:
-        return _first(a, *CLAIMS[field])
-
-    operation = claim("operation")
-    obs_type = claim("type")
-    model = claim("model")
-    usage = number_map(claim("usage"), "usage_details", integer=True)
-    genai_usage = {
-        "input": claim("usage_input"),
-        "output": claim("usage_output"),
-        "total": claim("usage_total"),
-    }
-    if not usage:
-        usage = number_map({k: v for k, v in genai_usage.items() if v is not None}, "gen_ai.usage", True)
-    cost = number_map(claim("cost"), "cost_details", integer=False)
-    genai_cost = claim("cost_total")
-    if not cost and genai_cost is not None:
-        cost = number_map({"total": genai_cost}, "gen_ai.usage.cost", integer=False)
-    if obs_type:
-        row["type"] = str(obs_type).upper()
-    elif isinstance(operation, str) and operation in GENAI_TYPES:
-        row["type"] = GENAI_TYPES[operation]
-    else:
-        row["type"] = "GENERATION" if (model or usage) else "SPAN"
-
-    params = claim("model_parameters")
-    genai_params = _genai_model_parameters(a)
-    trace_meta = {k: _maybe_json(v) for k, v in _prefixed(a, TRACE_METADATA_PREFIX).items()}
-    trace_meta.update(string_map(claim("trace_metadata"), "langfuse.trace.metadata"))
-    obs_meta = {k: _maybe_json(v) for k, v in _prefixed(a, OBSERVATION_METADATA_PREFIX).items()}
-    obs_meta.update(string_map(claim("observation_metadata"), "langfuse.observation.metadata"))
-    level = claim("level")
-    status_message = claim("status_message")
-    prompt_version = claim("prompt_version")
-    public = claim("public")
-    completion_start = claim("completion_start_time")
-    environment = claim("environment")
-    if environment is None:
-        environment = next((span.context[k] for k in RESOURCE_ENVIRONMENT_KEYS if span.context.get(k)), None)
+    """One staging row: the columns ``conventions.FIELDS`` fills, span structure, and the rest as metadata."""
     is_root = not span.parent_span_id
-    trace_name = claim("trace_name")
-
+    facts = SpanFacts(span.attributes, str(span.context.get("scope.name") or ""), is_root, span.start_us)
+    mapped = map_attributes(facts)
+    v = mapped.values
+    what = f"span {span.span_id}"
+    if span.start_us is None:
+        raise BadObject(f"{what} has no startTimeUnixNano")
+    usage = v.get("usage") or {}
+    cost = v.get("cost") or {}
+    model = v.get("model", "")
+    environment = v.get("environment") or next(
+        (span.context[k] for k in RESOURCE_ENVIRONMENT_KEYS if span.context.get(k)), "default"
+    )
+    row = dict(OBSERVATION_DEFAULTS)
     row.update(
         project_id=project_id,
         trace_id=span.trace_id,
         id=span.span_id,
         parent_observation_id=span.parent_span_id,
+        type=v.get("type") or ("GENERATION" if model or usage else "SPAN"),
         name=span.name,
         start_time=span.start_us,
         end_time=span.end_us,
-        completion_start_time=iso_to_us(_maybe_json(completion_start), "completion_start_time"),
-        level=str(level).upper() if level else ("ERROR" if span.status_code == _STATUS_ERROR else "DEFAULT"),
-        status_message=str(status_message or span.status_message or ""),
-        version=str(claim("version") or ""),
-        environment=str(environment or "default"),
-        input=json_text(claim("input")),
-        output=json_text(claim("output")),
-        provided_model_name=str(model or ""),
-        model_parameters=json_text(params if params is not None else (genai_params or None)),
-        usage_details=with_usage_total(usage),
+        completion_start_time=v.get("completion_start_time"),
+        level=v.get("level") or ("ERROR" if span.status_code == _STATUS_ERROR else "DEFAULT"),
+        status_message=v.get("status_message") or span.status_message,
+        version=v.get("version", ""),
+        environment=str(environment),
+        input=v.get("input", ""),
+        output=v.get("output", ""),
+        provided_model_name=model,
+        model_parameters=v.get("model_parameters", ""),
+        usage_details=usage,
         cost_details=cost,
         total_cost=total_cost_of(cost),
-        prompt_name=str(claim("prompt_name") or ""),
-        prompt_version=optional_int(prompt_version, "langfuse.observation.prompt.version"),
-        trace_name=str(trace_name or (span.name if is_root else "")),
-        user_id=str(claim("user_id") or ""),
-        session_id=str(claim("session_id") or ""),
-        tags=tag_list(claim("tags"), "langfuse.trace.tags"),
-        release=str(claim("release") or ""),
-        trace_metadata={k: v if isinstance(v, str) else json_text(v) for k, v in trace_meta.items()},
-        public=bool(public) if public is not None else None,
+        prompt_name=v.get("prompt_name", ""),
+        prompt_version=v.get("prompt_version"),
+        trace_name=v.get("trace_name") or (span.name if is_root else ""),
+        user_id=v.get("user_id", ""),
+        session_id=v.get("session_id", ""),
+        tags=v.get("tags", []),
+        release=v.get("release", ""),
+        trace_metadata=v.get("trace_metadata", {}),
+        public=v.get("public"),
         is_update=False,
         source_format=source_format,
         source_key=source_key,
         event_ts=span.end_us or span.start_us,
     )
-    if row["start_time"] is None:
-        raise BadObject(f"{what} has no startTimeUnixNano")
     metadata = dict(span.context)
-    metadata.update(a)  # every attribute no column claimed
-    metadata.update(obs_meta)
+    metadata.update(mapped.rest)  # every attribute no column claimed, as it came
+    metadata.update(v.get("observation_metadata", {}))
     if span.kind not in ("INTERNAL", "UNSPECIFIED"):
         metadata["otel.span.kind"] = span.kind
     if span.events:
         metadata["otel.events"] = span.events
-    row["metadata"] = {k: v if isinstance(v, str) else json_text(v) for k, v in metadata.items()}
+    if mapped.problems:
+        metadata[UNMAPPED_KEY] = mapped.problems
+    row["metadata"] = _metadata_text(metadata)
     check_record_size(row, max_record, what)
     return row
 
@@ -442,6 +335,9 @@ def parse_otlp(
     fmt = "otlp_proto" if protobuf else "otlp_json"
     out = ParsedObject()
     out.observations = [span_to_row(s, project_id, source_key, fmt, max_record) for s in spans]
+    for row in out.observations:
+        if UNMAPPED_KEY in row["metadata"]:
+            out.unmapped += orjson.loads(row["metadata"][UNMAPPED_KEY])
     if not out.observations:
         raise BadObject("OTLP batch holds no spans")
     return out
