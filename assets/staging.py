@@ -153,6 +153,8 @@ def staging_tables(
             context.log.warning(f"quarantined {o.key}: {o.reason}")
         for note in report.notes:
             context.log.warning(note)
+        for reason, count in report.skipped_by_reason().items():
+            context.log.info(f"skipped {count} objects: {reason}")
         for o in report.with_unmapped:
             context.log.warning(f"loaded {o.key} with {o.note}")
         context.log.info(

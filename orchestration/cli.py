@@ -440,6 +440,8 @@ def _print_load_summary(report) -> None:
         f"observations={report.rows('observations')} traces={report.rows('traces')} "
         f"scores={report.rows('scores')}"
     )
+    for reason, count in report.skipped_by_reason().items():
+        print(f"skipped {count}: {reason}")
     for outcome in report.quarantined:
         Console().print(f"[yellow]quarantined[/] {outcome.key}: {outcome.reason}")
     for outcome in report.with_unmapped:
@@ -470,6 +472,14 @@ def _print_load_summary(report) -> None:
 )
 @click.option("--seed", type=int, default=None)
 @click.option(
+    "--layout",
+    type=click.Choice(["tracehouse", "langfuse"]),
+    default="tracehouse",
+    show_default=True,
+    help="langfuse: a self-hosted Langfuse's event bucket (otel/ requests in protobufjs shapes, events per "
+    "entity, derived trace files, evals/ and media/ noise) under RAW_PREFIX",
+)
+@click.option(
     "--legacy",
     "legacy_observations",
     type=int,
@@ -485,34 +495,44 @@ def generate(
     compress: bool,
     late_updates: bool,
     seed: int | None,
+    layout: str,
     legacy_observations: int | None,
 ) -> None:
     """Write synthetic raw batches of every format into the raw bucket (or legacy tables with --legacy)."""
     from orchestration.generate import generate as write
+    from orchestration.langfuse_bucket import write_langfuse_bucket
     from orchestration.local_s3 import s3_client
 
     if legacy_observations is not None:
         _generate_legacy(legacy_observations)
         return
-
     with environment() as settings:
-        with _progress() as progress:
-            task = progress.add_task("writing raw objects", total=objects)
-            summary = write(
-                s3_client(settings.s3_endpoint_url),
-                settings.raw_bucket,
-                settings.raw_prefix,
-                objects=objects,
-                traces_per_object=traces_per_object,
-                formats=tuple(f for f in formats.split(",") if f),
-                projects=tuple(p for p in projects.split(",") if p),
-                compress=compress,
-                payload_bytes=payload_bytes,
-                late_updates=late_updates,
+        client = s3_client(settings.s3_endpoint_url)
+        project_ids = tuple(p for p in projects.split(",") if p)
+        if layout == "langfuse":
+            summary = write_langfuse_bucket(
+                client, settings.raw_bucket, settings.raw_prefix, objects=objects,
+                traces_per_object=traces_per_object, projects=project_ids, payload_bytes=payload_bytes,
                 seed=seed,
-                on_object=lambda _k, _n: progress.advance(task),
-            )
+            )  # fmt: skip
+        else:
+            with _progress() as progress:
+                task = progress.add_task("writing raw objects", total=objects)
+                summary = write(
+                    client,
+                    settings.raw_bucket,
+                    settings.raw_prefix,
+                    objects=objects,
+                    traces_per_object=traces_per_object,
+                    formats=tuple(f for f in formats.split(",") if f),
+                    projects=project_ids,
+                    compress=compress,
+                    payload_bytes=payload_bytes,
+                    late_updates=late_updates,
+                    seed=seed,
+                    on_object=lambda _k, _n: progress.advance(task),
+                )
         Console().print(
-            f"wrote {summary.objects} objects ({summary.bytes / 1e6:.2f} MB): {summary.traces} traces, "
-            f"{summary.observations} observations into s3://{settings.raw_bucket}/{settings.raw_prefix}"
+            f"wrote {summary.objects} objects, {layout} layout ({summary.bytes / 1e6:.2f} MB): "
+            f"{summary.traces} traces, {summary.observations} observations into s3://{settings.raw_bucket}/{settings.raw_prefix}"
         )

@@ -43,7 +43,7 @@ from botocore.exceptions import ClientError
 from orchestration.clickhouse import ClickHouse, query_rows
 from orchestration.parsers import BadObject, parse_object
 from orchestration.parsers.common import OBSERVATION_SCHEMA, SCORE_SCHEMA, TRACE_SCHEMA, to_arrow
-from orchestration.raw_keys import BadKey, RawKey, parse_key
+from orchestration.raw_keys import BadKey, RawKey, parse_key, skip_reason
 from orchestration.settings import DATABASE, Settings
 
 STAGING_TABLES = ("observations_staging", "traces_staging", "scores_staging")
@@ -79,6 +79,15 @@ class LoadReport:
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
+
+    def skipped_by_reason(self) -> dict[str, int]:
+        """Objects not loaded this run, per reason (already loaded, or not trace data)."""
+        reasons: dict[str, int] = {}
+        for o in self.outcomes:
+            if o.status == "skipped":
+                reason = "already loaded or quarantined" if o.reason.startswith("already") else o.reason
+                reasons[reason] = reasons.get(reason, 0) + 1
+        return reasons
 
     def rows(self, table: str) -> int:
         return sum(getattr(o, table) for o in self.outcomes if o.status == "loaded")
@@ -474,7 +483,10 @@ def load_objects(
     todo = []
     for key in keys:
         state = states.get(key)
-        if overwritten(state, etags.get(key)):
+        not_data = skip_reason(key, settings.raw_prefix)
+        if not_data:
+            report.outcomes.append(Outcome(key=key, status="skipped", reason=not_data))
+        elif overwritten(state, etags.get(key)):
             report.notes.append(
                 f"{key} was overwritten after it was {state.status} (ETag {state.etag} -> {etags[key]}): "
                 "loaded again as a new version"

@@ -1,6 +1,13 @@
-"""The raw bucket's key layout (fixed by DESIGN.md; the Collector's awss3exporter writes it):
+"""The raw bucket's key layouts.
 
+tracehouse's own (fixed by DESIGN.md; the Collector's awss3exporter writes it):
 ``{RAW_PREFIX}{project_id}/{kind}/year=YYYY/month=MM/day=DD/hour=HH/minute=mm/{name}.{ext}``
+
+and a self-hosted Langfuse's event bucket (../shared/LANGFUSE_BUCKET.md), recognised beside it with no
+setting: ingestion events per entity ``{project_id}/{trace|observation|score}/{entity id}/{stem}.json``
+and OTLP requests ``otel/{project_id}/yyyy/mm/dd/hh/mi/{uuid}.json``. Langfuse's evaluation snapshots
+(``evals/...``) and dataset-run items are not trace data: :func:`skip_reason` names them, and they are
+neither loaded nor quarantined.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ class RawKey:
 
     @property
     def format(self) -> str:
+        if self.kind in LANGFUSE_KINDS:
+            return self.kind
         if self.kind == "otlp":
             return "otlp_json" if self.extension.startswith("json") else "otlp_proto"
         return self.kind
@@ -44,14 +53,54 @@ class BadKey(ValueError):
     pass
 
 
+LANGFUSE_KINDS = ("langfuse_event", "langfuse_otel")
+LANGFUSE_ENTITIES = ("trace", "observation", "score")
+_LANGFUSE_EVENT_RE = re.compile(r"^(?P<project>[^/]+)/(?P<entity>[^/]+)/(?P<id>.+)/(?P<stem>[^/]+)\.json$")
+_LANGFUSE_OTEL_RE = re.compile(
+    r"^otel/(?P<project>[^/]+)/(?P<year>\d{4})/(?P<month>\d{2})/(?P<day>\d{2})/(?P<hour>\d{2})"
+    r"/(?P<minute>\d{2})/(?P<name>[^/]+)\.json$"
+)
+
+
+def skip_reason(key: str, prefix: str = "") -> str | None:
+    """Why an object under the raw prefix is deliberately not loaded (not trace data), or None."""
+    rest = key[len(prefix) :] if key.startswith(prefix) else key
+    if rest.startswith("evals/"):
+        return "Langfuse evaluation snapshot (evals/), not an event"
+    match = _LANGFUSE_EVENT_RE.match(rest)
+    if match and match["entity"] == "dataset_run_item":
+        return "Langfuse dataset run item, not trace data"
+    return None
+
+
+def _langfuse_key(key: str, rest: str) -> RawKey | None:
+    otel = _LANGFUSE_OTEL_RE.match(rest)
+    if otel:
+        minute = f"{otel['year']}-{otel['month']}-{otel['day']}T{otel['hour']}:{otel['minute']}"
+        try:
+            datetime.fromisoformat(minute)
+        except ValueError:
+            raise BadKey(f"Langfuse otel key names an impossible time {minute!r}") from None
+        return RawKey(key, otel["project"], "langfuse_otel", "json", minute)
+    event = _LANGFUSE_EVENT_RE.match(rest)
+    if event and event["entity"] in LANGFUSE_ENTITIES and event["project"] not in ("otel", "evals"):
+        return RawKey(key, event["project"], "langfuse_event", "json", "")
+    return None
+
+
 def parse_key(key: str, prefix: str = "") -> RawKey:
     """Parse a raw object key, or raise :class:`BadKey` saying how it breaks the layout."""
     if not key.startswith(prefix):
         raise BadKey(f"key is outside the raw prefix {prefix!r}")
     match = _KEY_RE.match(key[len(prefix) :])
     if not match:
+        langfuse = _langfuse_key(key, key[len(prefix) :])
+        if langfuse is not None:
+            return langfuse
         raise BadKey(
-            "key does not match {project_id}/{kind}/year=YYYY/month=MM/day=DD/hour=HH/minute=mm/{name}.{ext}"
+            "key does not match {project_id}/{kind}/year=YYYY/month=MM/day=DD/hour=HH/minute=mm/{name}.{ext} "
+            "nor a Langfuse event bucket's {project_id}/{trace|observation|score}/{id}/{stem}.json or "
+            "otel/{project_id}/yyyy/mm/dd/hh/mi/{uuid}.json"
         )
     kind, name = match["kind"], match["name"]
     if kind not in KINDS:

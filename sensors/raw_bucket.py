@@ -27,6 +27,7 @@ import dagster as dg
 import orjson
 from dagster_aws.s3 import S3Resource
 
+from orchestration.raw_keys import skip_reason
 from orchestration.settings import load_settings
 
 RAW_ASSET_KEY = dg.AssetKey("raw_batches")
@@ -115,6 +116,8 @@ def scan(client, bucket: str, root: str, cursor: dict[str, Any], limits: ScanLim
         if budget["keys"] <= 0 or budget["bytes"] <= 0 or time.monotonic() - started > limits.time_budget_s:
             result.exhausted = False
             return False
+        if skip_reason(found.key, root):  # Langfuse's evals/ snapshots and the like: passed, never loaded
+            return True
         result.objects.append(found)
         budget["keys"] -= 1
         budget["bytes"] -= found.size

@@ -281,3 +281,27 @@ def test_legacy_batches_keep_a_bad_field_in_metadata_and_read_openai_usage():
     (update, *_), parsed = with_usage({"input": {"text": 5}})
     assert update["usage_details"] == {} and update["metadata"]["body.usageDetails"] == '{"input":{"text":5}}'
     assert len(parsed.unmapped) == 2
+
+
+def test_the_dagster_load_reports_unmapped_values(env, s3):
+    import dagster as dg
+
+    from assets.staging import staging_tables
+    from orchestration.resources import build_resources
+
+    bad = _langfuse_span_with("langfuse.observation.usage_details", '{"prompt_tokens": "many"}')
+    key = put(s3, env, minute_key("malformed", "otlp", "bad.binpb"), bad)
+    result = dg.materialize(
+        [staging_tables],
+        resources=build_resources(),
+        run_config={"ops": {"staging_tables": {"config": {"keys": [key]}}}},
+    )
+    assert result.success
+    meta = next(
+        m.materialization.metadata
+        for m in result.get_asset_materialization_events()
+        if m.materialization.asset_key.path[-1] == "observations_staging"
+    )
+    assert meta["unmapped_values_this_run"].value == 1 and meta["rows_loaded"].value == 6
+    assert "bad.binpb" in meta["objects_with_unmapped_values"].value
+    assert "prompt_tokens is not a number" in meta["objects_with_unmapped_values"].value

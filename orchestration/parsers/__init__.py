@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 
 from orchestration.parsers.common import BadObject, ParsedObject
-from orchestration.parsers.ingestion import parse_ingestion
+from orchestration.parsers.ingestion import parse_ingestion, parse_langfuse_events
 from orchestration.parsers.otlp import parse_otlp
 from orchestration.parsers.parquet import parse_parquet
 from orchestration.raw_keys import RawKey
@@ -64,4 +64,8 @@ def parse_object(raw: RawKey, data: bytes, *, max_object: int, max_record: int) 
         return parse_otlp(data, protobuf=True, **common)
     if raw.format == "ingestion":
         return parse_ingestion(data, **common)
+    if raw.format == "langfuse_event":
+        return parse_langfuse_events(data, **common)
+    if raw.format == "langfuse_otel":
+        return parse_otlp(data, protobuf=False, resource_spans_array=True, **common)
     return ParsedObject(arrow_observations=parse_parquet(data, **common))

@@ -262,6 +262,26 @@ def parse_ingestion(data: bytes, *, project_id: str, source_key: str, max_record
     return out
 
 
+def parse_langfuse_events(data: bytes, *, project_id: str, source_key: str, max_record: int) -> ParsedObject:
+    """A file of a Langfuse event bucket (``{project}/{entity}/{id}/{stem}.json``): the ingestion events of
+    one entity from one request, as an array (or, from servers before v3, one event object). They read as
+    the same events in a tracehouse batch would; several files of one entity merge in propagation like
+    the patches of a batch do (event time, then create before update)."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadObject(f"invalid JSON: {exc}") from None
+    events = [doc] if isinstance(doc, dict) else doc
+    if not isinstance(events, list) or not events:
+        raise BadObject("Langfuse event file must be an array of ingestion events (or one event object)")
+    out = ParsedObject()
+    for event in events:
+        _ingest_event(event, out, project_id, source_key, max_record)
+    if out.rows == 0:
+        raise BadObject("Langfuse event file holds no events")
+    return out
+
+
 def _only_logs(doc: dict) -> bool:
     return bool(doc["batch"]) and all(
         isinstance(e, dict) and e.get("type") == "sdk-log" for e in doc["batch"]

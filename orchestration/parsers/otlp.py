@@ -130,8 +130,30 @@ def _json_value(v: Any) -> Any:
     return None
 
 
+def _long(raw: Any) -> Any:
+    """A protobufjs Long (``{low, high, unsigned}``, how a Langfuse bucket stores int64 from protobuf
+    requests before server v3.214) as an int; anything else as it is."""
+    if isinstance(raw, dict) and isinstance(raw.get("low"), int) and isinstance(raw.get("high"), int):
+        value = (raw["high"] << 32) | (raw["low"] & 0xFFFFFFFF)
+        if not raw.get("unsigned") and value >= 2**63:
+            value -= 2**64
+        return value
+    return raw
+
+
+def _id(raw: Any) -> Any:
+    """A protobufjs Buffer (``{"type": "Buffer", "data": [bytes]}``) as bytes; hex/base64 text as it is."""
+    if isinstance(raw, dict) and raw.get("type") == "Buffer" and isinstance(raw.get("data"), list):
+        try:
+            return bytes(raw["data"])
+        except (TypeError, ValueError):
+            raise BadObject("id Buffer holds values that are not bytes") from None
+    return raw
+
+
 def _int_value(raw: Any) -> int:
     """OTLP/JSON carries 64-bit integers as strings (or numbers)."""
+    raw = _long(raw)
     if isinstance(raw, bool) or not isinstance(raw, int | str):
         raise BadObject(f"intValue has type {type(raw).__name__}")
     try:
@@ -204,8 +226,15 @@ def _list(value: Any, what: str) -> list:
     return value
 
 
-def spans_from_json(data: bytes) -> Iterator[Span]:
+def spans_from_json(data: bytes, resource_spans_array: bool = False) -> Iterator[Span]:
+    """OTLP/JSON spans. ``resource_spans_array``: the document is the bare ``resourceSpans`` list, as a
+    Langfuse event bucket's ``otel/`` files hold it. Ids and int64 fields may come in any encoding those
+    files use (hex or base64 text, protobufjs Buffers and Longs, decimal strings, numbers)."""
     for doc in _json_documents(data):
+        if resource_spans_array:
+            if not isinstance(doc, list):
+                raise BadObject("a Langfuse otel file must be a JSON array of ResourceSpans")
+            doc = {"resourceSpans": doc}
         if not isinstance(doc, dict) or not isinstance(doc.get("resourceSpans", []), list):
             raise BadObject("OTLP JSON must be an object with a resourceSpans list")
         if "resourceSpans" not in doc:
@@ -227,25 +256,25 @@ def spans_from_json(data: bytes) -> Iterator[Span]:
                 context.update({f"scope.{k}": v for k, v in _json_attrs(scope.get("attributes")).items()})
                 for s in _list(ss.get("spans"), "spans"):
                     s = _obj(s, "span")
-                    if not s.get("traceId") or not s.get("spanId"):
+                    trace_id, span_id, parent = (_id(s.get(k)) for k in ("traceId", "spanId", "parentSpanId"))
+                    if not trace_id or not span_id:
                         raise BadObject("span without traceId or spanId")
                     status = _obj(s.get("status"), "span status")
-                    parent = s.get("parentSpanId") or ""
                     yield Span(
-                        trace_id=hex_id(s["traceId"], 16, "traceId"),
-                        span_id=hex_id(s["spanId"], 8, "spanId"),
+                        trace_id=hex_id(trace_id, 16, "traceId"),
+                        span_id=hex_id(span_id, 8, "spanId"),
                         parent_span_id=hex_id(parent, 8, "parentSpanId") if parent else "",
                         name=str(s.get("name") or ""),
                         kind=KIND_NAMES.get(_enum(s.get("kind"), KIND_BY_NAME, "span kind"), "UNSPECIFIED"),
-                        start_us=nanos_to_us(s.get("startTimeUnixNano"), "startTimeUnixNano"),
-                        end_us=nanos_to_us(s.get("endTimeUnixNano"), "endTimeUnixNano"),
+                        start_us=nanos_to_us(_long(s.get("startTimeUnixNano")), "startTimeUnixNano"),
+                        end_us=nanos_to_us(_long(s.get("endTimeUnixNano")), "endTimeUnixNano"),
                         status_code=_enum(status.get("code"), STATUS_NAMES, "status code"),
                         status_message=str(status.get("message") or ""),
                         attributes=_json_attrs(s.get("attributes")),
                         events=[
                             {
                                 "name": e.get("name", ""),
-                                "time_unix_nano": e.get("timeUnixNano"),
+                                "time_unix_nano": _long(e.get("timeUnixNano")),
                                 "attributes": _json_attrs(e.get("attributes")),
                             }
                             for e in (_obj(e, "span event") for e in _list(s.get("events"), "span events"))
@@ -329,9 +358,15 @@ def span_to_row(span: Span, project_id: str, source_key: str, source_format: str
 
 
 def parse_otlp(
-    data: bytes, *, protobuf: bool, project_id: str, source_key: str, max_record: int
+    data: bytes,
+    *,
+    protobuf: bool,
+    project_id: str,
+    source_key: str,
+    max_record: int,
+    resource_spans_array: bool = False,
 ) -> ParsedObject:
-    spans = spans_from_protobuf(data) if protobuf else spans_from_json(data)
+    spans = spans_from_protobuf(data) if protobuf else spans_from_json(data, resource_spans_array)
     fmt = "otlp_proto" if protobuf else "otlp_json"
     out = ParsedObject()
     out.observations = [span_to_row(s, project_id, source_key, fmt, max_record) for s in spans]
