@@ -652,52 +652,85 @@ FIELDS: dict[str, Field] = {
 }
 
 
+# The table compiled for speed (a span carries a few conventions' keys, not all of them): for each attribute
+# key, and each prefix by its first dotted segment, the (field, rule) pairs it can feed; a span evaluates
+# only the rules its keys hit, in the table's order.
+_HITS: dict[str, list[tuple[int, int]]] = {}
+_PREFIXES_BY_HEAD: dict[str, list[str]] = {}
+for _f, _spec in enumerate(FIELDS.values()):
+    for _r, _rule in enumerate(_spec.rules):
+        for _key in _rule.keys:
+            _HITS.setdefault(_key, []).append((_f, _r))
+            if _key.endswith(".") and _key not in _PREFIXES_BY_HEAD.setdefault(_key.split(".")[0], []):
+                _PREFIXES_BY_HEAD[_key.split(".")[0]].append(_key)
+_FIELD_LIST = list(FIELDS.items())
+
+
 def _present(rule: Rule, attributes: dict[str, Any], by_prefix: dict[str, list[str]]) -> dict[str, Any]:
     found = {}
     for key in rule.keys:
         if key.endswith("."):
-            found.update({k: attributes[k] for k in by_prefix[key] if k not in rule.exclude})
-        elif key in attributes and attributes[key] not in (None, ""):
+            for k in by_prefix.get(key, ()):
+                if k not in rule.exclude:
+                    found[k] = attributes[k]
+        elif attributes.get(key) not in (None, ""):
             found[key] = attributes[key]
     return found
-
-
-PREFIXES = sorted({k for f in FIELDS.values() for r in f.rules for k in r.keys if k.endswith(".")})
 
 
 def map_attributes(facts: SpanFacts) -> Mapped:
     """Every field's value from the span's attributes; what no field claimed stays in ``rest``."""
     attributes = facts.attributes
-    by_prefix = {p: [k for k in attributes if k.startswith(p)] for p in PREFIXES}
+    by_prefix: dict[str, list[str]] = {}
+    hits: list[tuple[int, int]] = []
+    for key in attributes:
+        hits += _HITS.get(key, ())
+        for prefix in _PREFIXES_BY_HEAD.get(key.partition(".")[0], ()):
+            if key.startswith(prefix):
+                if prefix not in by_prefix:
+                    by_prefix[prefix] = []
+                    hits += _HITS[prefix]
+                by_prefix[prefix].append(key)
+    hits.sort()
     out = Mapped()
     claimed: set[str] = set()
-    failed: set[str] = set()
-    for name, spec in FIELDS.items():
-        merged: dict[str, Any] = {}
-        for rule in spec.rules:
-            if rule.when is not None and not rule.when(facts):
-                continue
-            found = _present(rule, attributes, by_prefix)
-            if not found:
-                continue
-            try:
-                value = rule.read(found, facts)
-            except FieldError as exc:
-                out.problems.append(f"{', '.join(sorted(found))[:120]}: {exc}")
-                failed.update(found)
-                continue
-            if value in (None, "", {}, []):
-                continue
-            if not spec.merge:
-                out.values[name] = value
-                break
-            merged.update({k: v for k, v in value.items() if k not in merged})
-            claimed.update(found)
-        if spec.merge:
-            out.values[name] = merged
-        elif name in out.values:
-            for rule in spec.rules:  # the alternatives say the same thing: claimed with the winner
-                if rule.claim:
-                    claimed.update(_present(rule, attributes, by_prefix).keys() - failed)
+    i, n = 0, len(hits)
+    while i < n:  # one field at a time, its hit rules in precedence order
+        f = hits[i][0]
+        rules = []
+        while i < n and hits[i][0] == f:
+            if not rules or rules[-1] != hits[i][1]:
+                rules.append(hits[i][1])
+            i += 1
+        name, spec = _FIELD_LIST[f]
+        present = [(spec.rules[r], _present(spec.rules[r], attributes, by_prefix)) for r in rules]
+        _evaluate(name, spec, present, facts, out, claimed)
     out.rest = {k: v for k, v in attributes.items() if k not in claimed}
     return out
+
+
+def _evaluate(name: str, spec: Field, present: list, facts: SpanFacts, out: Mapped, claimed: set) -> None:
+    """One field: the first rule that gives a value wins (a merge field takes them all)."""
+    merged: dict[str, Any] = {}
+    failed: set[str] = set()
+    for rule, found in present:
+        if not found or (rule.when is not None and not rule.when(facts)):
+            continue
+        try:
+            value = rule.read(found, facts)
+        except FieldError as exc:
+            out.problems.append(f"{', '.join(sorted(found))[:120]}: {exc}")
+            failed.update(found)
+            continue
+        if value is None or value == "" or value == {} or value == []:
+            continue
+        if not spec.merge:
+            out.values[name] = value
+            for alternative, seen in present:  # the alternatives say the same thing: claimed with the winner
+                if alternative.claim and seen:
+                    claimed.update(seen.keys() - failed)
+            return
+        merged.update({k: v for k, v in value.items() if k not in merged})
+        claimed.update(found)
+    if spec.merge:
+        out.values[name] = merged
