@@ -117,6 +117,7 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
             interval_seconds=settings.propagation_interval_seconds,
             max_windows=config.max_windows,
             run_id=context.run.run_id,
+            user_prices=settings.user_prices,
             on_window=lambda w: context.log.info(
                 f"window {w.start:%H:%M:%S.%f}–{w.end:%H:%M:%S.%f}: {w.observations} observations, "
                 f"{w.repaired} repaired, {w.replaced} superseded rows removed, {w.scores} scores"

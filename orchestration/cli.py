@@ -224,6 +224,7 @@ def run_once(no_delay: bool) -> None:
                     max_windows=10**6,
                     run_id="run-once",
                     on_window=lambda _w: progress.advance(windows),
+                    user_prices=settings.user_prices,
                 )
         _print_load_summary(report)
         delay_note = "" if no_delay else f" (windows ending ≥ {settings.propagation_delay_seconds}s ago)"

@@ -31,11 +31,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
+from orchestration.model_prices import load_prices
 from orchestration.settings import DATABASE
 
 # Trace-level fields: (name in trace_attributes_ranked, ClickHouse type, "is set" condition on column `{c}`).
@@ -147,7 +149,8 @@ LOOKUP_SLACK = timedelta(days=1)
 EVENT_COLUMNS = [
     "project_id", "trace_id", "id", "parent_observation_id", "type", "name", "start_time", "end_time",
     "completion_start_time", "level", "status_message", "version", "environment", "input", "output",
-    "metadata", "provided_model_name", "model_parameters", "usage_details", "cost_details", "total_cost",
+    "metadata", "provided_model_name", "model_parameters", "usage_details", "provided_cost_details",
+    "cost_details", "total_cost",
     "prompt_name", "prompt_version", *EVENTS_TRACE_COLUMNS, "event_ts", "source_version", "propagated_at",
     "propagation_id",
 ]  # fmt: skip
@@ -158,7 +161,8 @@ def _attr(field_name: str) -> str:
 
 
 def _select_list() -> list[str]:
-    """The events columns of a merged row ``m`` joined to its trace's latest attributes ``t``."""
+    """The events columns of a merged row ``m`` joined to its trace's latest attributes ``t`` and to its
+    model's price candidates ``p``."""
     special = {
         "project_id": "m.project_id",
         "id": "m.id",
@@ -167,6 +171,9 @@ def _select_list() -> list[str]:
         "environment": "multiIf(m.environment_merged != '', m.environment_merged, "
         "t.environment != '', t.environment, 'default')",
         "event_ts": "m.last_event_ts",
+        "provided_cost_details": "m.cost_details_merged",
+        "cost_details": "__cost_details__",  # provided, else calculated: insert_rows in sql/propagation.sql
+        "total_cost": "__total_cost__",
         "source_version": "__source_version__",  # see insert_rows in sql/propagation.sql
         "propagated_at": "now64(6)",
         "propagation_id": "{pid:String}",
@@ -198,6 +205,10 @@ def sql_module(name: str, db: str, source_db: str | None = None) -> Any:
             "latest_attributes_sql": latest_attributes_sql,
             "attr": _attr,
             "select_list": _select_list(),
+            "existing_field": {
+                "cost_details": "provided_cost_details",
+                "total_cost": "if(empty(provided_cost_details), NULL, total_cost)",
+            },
             "event_columns": EVENT_COLUMNS,
             "insert_threads": os.cpu_count() or 1,  # events and events_core written by every core
         }
@@ -279,9 +290,12 @@ def propagate(
     db: str = DATABASE,
     now: datetime | None = None,
     on_window: Callable[[WindowResult], None] | None = None,
+    user_prices: Path | None = None,
 ) -> PropagationReport:
-    """Process every due window after the watermark (at most ``max_windows`` non-empty ones)."""
+    """Process every due window after the watermark (at most ``max_windows`` non-empty ones); the model
+    prices (Langfuse's list and ``user_prices``) are loaded first when they changed."""
     target = (now or server_now(ch)) - timedelta(seconds=delay_seconds)
+    load_prices(ch, user_prices, db)
     drop_stale_hidden(ch, db)
     report = PropagationReport(watermark=watermark(ch, db))
     start = report.watermark
@@ -357,6 +371,7 @@ def _write_rows(ch: ClickHouse, db: str, window: dict, horizon: datetime) -> tup
     repaired = 0
     if keys["repair"]:
         repaired = query_scalar(ch, sql.count_repaired(), params)
+    ch.command(sql.resolve_prices(), {**params, "prices_version": _prices_version(ch, db)})
     ch.command(sql.mark_in_flight(), params)  # hidden from readers until publish_rows
     # every key needs no merge when nothing is repaired, nothing is in events yet and each observation has
     # one version in the window: the common case, decided from counts instead of a join over the keys
@@ -366,6 +381,10 @@ def _write_rows(ch: ClickHouse, db: str, window: dict, horizon: datetime) -> tup
         ch.command(sql.insert_simple(), params)
         ch.command(sql.insert_merged(), params)
     return repaired, publish_rows(ch, db, params)
+
+
+def _prices_version(ch: ClickHouse, db: str) -> str:
+    return query_scalar(ch, f"SELECT any(seed_hash) FROM {db}.model_prices") or ""  # noqa: S608
 
 
 def repair_traces(ch: ClickHouse, traces_of: str, db: str = DATABASE) -> tuple[int, int]:

@@ -66,6 +66,7 @@ def replay_from_raw(
         interval_seconds=settings.propagation_interval_seconds,
         max_windows=10**9,
         db=shadow,
+        user_prices=settings.user_prices,
     )
     if before_swap:
         before_swap()

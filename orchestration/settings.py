@@ -38,6 +38,7 @@ class Settings:
     max_record_bytes: int
     max_bytes_in_flight: int  # fetched object bytes held before the loading thread takes them
     core_truncate_chars: int
+    user_prices: Path | None  # a CSV of the user's own model prices (orchestration/model_prices.py)
 
     @property
     def chdb_path(self) -> Path:
@@ -69,4 +70,7 @@ def load_settings() -> Settings:
         max_record_bytes=_int("TRACEHOUSE_MAX_RECORD_BYTES", 16 * 1024 * 1024),
         max_bytes_in_flight=_int("TRACEHOUSE_MAX_BYTES_IN_FLIGHT", 256 * 1024 * 1024),
         core_truncate_chars=_int("TRACEHOUSE_CORE_TRUNCATE_CHARS", 2048),
+        user_prices=Path(os.environ["TRACEHOUSE_MODEL_PRICES"])
+        if os.environ.get("TRACEHOUSE_MODEL_PRICES")
+        else None,
     )

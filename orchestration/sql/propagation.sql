@@ -176,10 +176,64 @@ INNER JOIN ({{ committed_before_horizon() }}) AS c ON s.source_key = c.source_ke
 {%- macro insert_rows(merged, source_version='greatest(m.committed_max, t.updated_at)') -%}
 INSERT INTO {{ db }}.events ({{ event_columns | join(', ') }})
 SETTINGS parallel_view_processing = 1, max_insert_threads = {{ insert_threads }}
-SELECT {{ select_list | join(',\n    ') | replace('__source_version__', source_version) }}
+SELECT {{ select_list | join(',\n    ') | replace('__source_version__', source_version)
+          | replace('__cost_details__', cost_details()) | replace('__total_cost__', total_cost()) }}
 FROM ({{ merged }}) AS m
 LEFT JOIN ({{ latest_attributes(touched_traces()) }}) AS t
     ON m.project_id = t.project_id AND m.trace_id_merged = t.trace_id
+LEFT JOIN (SELECT project_id, model_name, argMax(candidates, resolved_at) AS candidates
+           FROM {{ db }}.model_price_matches GROUP BY project_id, model_name) AS p
+    ON m.project_id = p.project_id AND m.provided_model_name_merged = p.model_name
+{%- endmacro %}
+
+{#- A merged row's cost: what it was sent, else calculated from its model's price candidates `p.candidates`
+    (model_price_matches): the first valid at its start whose tier conditions hold (usage summed over the keys
+    a condition's pattern matches; a model parameter in a set), usage × price per usage key in Decimal, or
+    total usage × the price of `total` when that is the model's only price. -#}
+{%- macro cost_details() -%}
+{%- set usage = 'm.usage_details_merged' -%}
+{%- set params = 'm.model_parameters_merged' -%}
+{%- set matched = "arraySum(mapValues(mapFilter((k, v) -> match(k, if(u.case_sensitive, u.pattern, concat('(?i)', u.pattern))), " ~ usage ~ ")))" -%}
+{%- set param = "if(JSONType(" ~ params ~ ", q.key) = 'String', JSONExtractString(" ~ params ~ ", q.key), JSONExtractRaw(" ~ params ~ ", q.key))" -%}
+if(notEmpty(m.cost_details_merged), m.cost_details_merged, (
+    if(notEmpty(mapFilter((k, v) -> k != 'total', (arrayFirst(c ->
+            c.start_date <= coalesce(m.start_time_merged, m.first_event_ts)
+            AND arrayAll(x -> multiIf(x.1 = 'gt', x.2 > x.3, x.1 = 'gte', x.2 >= x.3, x.1 = 'lt', x.2 < x.3,
+                                      x.1 = 'lte', x.2 <= x.3, x.1 = 'eq', x.2 = x.3, x.1 = 'neq', x.2 != x.3, false),
+                         arrayMap(u -> (u.operator, {{ matched }}, u.value), c.usage_conditions))
+            AND arrayAll(q -> multiIf(q.operator = 'in', has(q.values, {{ param }}),
+                                      q.operator = 'not_in', NOT has(q.values, {{ param }}), false),
+                         c.parameter_conditions),
+            p.candidates).prices) AS price_)),
+       mapApply((k, v) -> (k, toFloat64(toDecimal128(v, 12) * {{ usage }}[k])),
+                mapFilter((k, v) -> k != 'total' AND mapContains({{ usage }}, k), price_)),
+       if(mapContains(price_, 'total') AND mapContains({{ usage }}, 'total'),
+          map('total', toFloat64(toDecimal128(price_['total'], 12) * {{ usage }}['total'])), map()))
+) AS calculated_cost_)
+{%- endmacro %}
+
+{%- macro total_cost() -%}
+if(notEmpty(m.cost_details_merged) OR m.total_cost_merged IS NOT NULL, m.total_cost_merged,
+   if(empty(calculated_cost_), NULL, arraySum(mapValues(calculated_cost_))))
+{%- endmacro %}
+
+{#- The price candidates of each model name this window's loads carry and no resolution of the current prices
+    covers yet (orchestration/model_prices.py): the regular expressions run once per model name. -#}
+{%- macro resolve_prices() -%}
+INSERT INTO {{ db }}.model_price_matches (project_id, model_name, prices_version, candidates)
+SELECT w.project_id, w.model, {prices_version:String},
+    arraySort(c -> (-c.1, -toUnixTimestamp64Micro(c.2), c.3, c.4),
+              groupArray((toUInt8(p.project_id != ''), p.start_date, toUInt8(p.tier_is_default), p.tier_priority,
+                          p.usage_conditions, p.parameter_conditions, p.prices, p.model_id)))
+FROM (
+    SELECT DISTINCT project_id, provided_model_name AS model FROM {{ db }}.observations_staging
+    WHERE source_key IN ({{ committed_keys() }}) AND provided_model_name != ''
+      AND (project_id, provided_model_name) NOT IN (
+          SELECT project_id, model_name FROM {{ db }}.model_price_matches WHERE prices_version = {prices_version:String})
+) AS w
+CROSS JOIN {{ db }}.model_prices AS p
+WHERE (p.project_id = '' OR p.project_id = w.project_id) AND match(w.model, p.match_pattern)
+GROUP BY w.project_id, w.model
 {%- endmacro %}
 
 {#- `every_key_simple`: no key needs a merge, so the window's committed rows are taken as they are, without
@@ -223,9 +277,9 @@ FROM (
       AND s.source_key NOT IN ({{ committed_keys() }})
       AND (s.project_id, s.id) IN ({{ keys() }})
     UNION ALL
-    -- the existing row
+    -- the existing row, with what it was sent (a calculated cost is calculated again)
     SELECT project_id, id,
-    {%- for f in observation_fields %} {{ f }},{% endfor %}
+    {%- for f in observation_fields %} {{ existing_field.get(f, f) }},{% endfor %}
         event_ts, 0, source_version, source_version, 0, false
     FROM ({{ existing() }})
 )
