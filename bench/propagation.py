@@ -66,8 +66,9 @@ def add_history(ch: ClickHouse, rows: int, db: str = DATABASE) -> None:
             now64(6) - toIntervalMillisecond(number * 2592000000 / {rows} + {ends_ms}) AS st,
             st + toIntervalMillisecond(number % 5000), 'DEFAULT', 'production',
             {_PAYLOAD}, {_PAYLOAD}, 'gpt-4o',
-            map('input', number % 1000, 'output', number % 300), map('total', (number % 1000) / 1e5),
-            (number % 1000) / 1e5, 'agent-run', 'user-' || toString(number % 5000),
+            map('input', number % 1000, 'output', number % 300),
+            if(number % 2 = 0, map(), map('total', (number % 1000) / 1e5)),  -- half priced at propagation
+            if(number % 2 = 0, NULL, (number % 1000) / 1e5), 'agent-run', 'user-' || toString(number % 5000),
             'sess-' || toString(intDiv(number, 50)), ['bench'], st, st, st, 'history-{salt}'
         FROM numbers({rows})
         """  # noqa: S608
@@ -101,8 +102,9 @@ def add_window(ch: ClickHouse, rows: int, db: str = DATABASE, objects: int = 200
             now64(6) - toIntervalMillisecond(number % 60000 + {ago_ms}) AS st,
             st + toIntervalMillisecond(number % 5000),
             '', 'production', {_PAYLOAD}, {_PAYLOAD}, 'gpt-4o',
-            map('input', number % 1000, 'output', number % 300), map('total', (number % 1000) / 1e5),
-            (number % 1000) / 1e5, 'agent-run', 'user-' || toString(number % 5000),
+            map('input', number % 1000, 'output', number % 300),
+            if(number % 2 = 0, map(), map('total', (number % 1000) / 1e5)),  -- half priced at propagation
+            if(number % 2 = 0, NULL, (number % 1000) / 1e5), 'agent-run', 'user-' || toString(number % 5000),
             'sess-' || toString(intDiv(number, 50)), ['bench'], false, 'otlp_json',
             'bench/{load}/' || toString(number % {objects}), '{load}', st
         FROM numbers({rows})

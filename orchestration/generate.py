@@ -348,6 +348,17 @@ def encode_parquet(spans: list[dict], project: str) -> bytes:
     return sink.getvalue()
 
 
+def object_traces(
+    rng: random.Random, when: datetime, count: int, payload_bytes: int, project: str
+) -> list[list[dict]]:
+    """The traces of one raw object: ``count`` agent runs started within a minute before ``when``."""
+    start = when - timedelta(seconds=rng.randint(0, 50))
+    return [
+        _trace_spans(rng, start + timedelta(milliseconds=10 * t), payload_bytes, project)
+        for t in range(count)
+    ]
+
+
 def generate(
     client,
     bucket: str,
@@ -373,11 +384,7 @@ def generate(
     summary = GenerateSummary()
     for i in range(objects):
         fmt, project = formats[i % len(formats)], projects[i % len(projects)]
-        start = when - timedelta(seconds=rng.randint(0, 50))
-        traces = [
-            _trace_spans(rng, start + timedelta(milliseconds=10 * t), payload_bytes, project)
-            for t in range(traces_per_object)
-        ]
+        traces = object_traces(rng, when, traces_per_object, payload_bytes, project)
         spans = [s for t in traces for s in t]
         name = f"{uuid.UUID(int=rng.getrandbits(128)).hex}"
         if fmt == "otlp_json":

@@ -15,14 +15,14 @@ from __future__ import annotations
 import base64
 import random
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from orchestration.generate import GenerateSummary, _trace_spans, encode_ingestion, encode_otlp_proto
+from orchestration.generate import GenerateSummary, encode_ingestion, encode_otlp_proto, object_traces
 
 ENTITY_OF = {"trace-create": "trace", "score-create": "score"}  # every other event type: observation
 ID_FIELDS = ("traceId", "spanId", "parentSpanId")
@@ -130,11 +130,7 @@ def write_langfuse_bucket(
 
     for i in range(objects):
         project = projects[i % len(projects)]
-        start = when - timedelta(seconds=rng.randint(0, 50))
-        traces = [
-            _trace_spans(rng, start + timedelta(milliseconds=10 * t), payload_bytes, project)
-            for t in range(traces_per_object)
-        ]
+        traces = object_traces(rng, when, traces_per_object, payload_bytes, project)
         spans = [s for t in traces for s in t]
         summary.traces += len(traces)
         if i % 2 == 0:  # an OTLP request, and the trace files the worker derives from it

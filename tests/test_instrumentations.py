@@ -153,6 +153,7 @@ def test_costs_names_and_messages_each_convention_sends():
     assert genai["chat gpt-4o-mini"]["metadata"]["gen_ai.operation.name"] == "chat"  # the type's source stays
     vercel_roots = [r for r in _rows("vercel-ai") if not r["parent_observation_id"]]
     assert {r["trace_name"] for r in vercel_roots} == {"weather-agent", "weather-stream", "weather-embed"}
+    assert genai["invoke_agent weather-agent"]["trace_name"] == "weather-agent"  # gen_ai.agent.name
     openllmetry = _rows("openllmetry")
     assert {r["trace_name"] for r in openllmetry} == {"weather-agent"}
     assert all(r["trace_metadata"] == {"team": "weather"} for r in openllmetry)

@@ -603,6 +603,7 @@ FIELDS: dict[str, Field] = {
             one("langfuse", "langfuse.trace.name"),
             one("openllmetry", "traceloop.workflow.name"),
             one("vercel", "ai.telemetry.functionId", when=_root),
+            one("genai", "gen_ai.agent.name", when=_root),  # an agent invoked at the root names its trace
         )
     ),
     "user_id": Field(
