@@ -56,6 +56,11 @@ def _events_lineage() -> dg.TableColumnLineage:
         staging[col] = deps
     staging["environment"] += [dg.TableColumnDep(TRACES_STAGING, "environment")]
     staging["event_ts"] = [dg.TableColumnDep(OBSERVATIONS_STAGING, "event_ts")]
+    # cost: as sent, else calculated from usage, model, parameters and start (model_prices)
+    staging["provided_cost_details"] = [dg.TableColumnDep(OBSERVATIONS_STAGING, "cost_details")]
+    priced_by = ["usage_details", "provided_model_name", "model_parameters", "start_time"]
+    for col in ("cost_details", "total_cost"):
+        staging[col] += [dg.TableColumnDep(OBSERVATIONS_STAGING, c) for c in priced_by]
     return dg.TableColumnLineage(deps_by_column=staging)
 
 

@@ -114,6 +114,8 @@ def test_propagation_and_its_checks_run_in_dagster(env, s3):
     assert meta["events_core"]["dagster/row_count"].value == 3
     lineage = meta["events"]["dagster/column_lineage"].value
     assert dg.TableColumnDep(dg.AssetKey("traces_staging"), "user_id") in lineage.deps_by_column["user_id"]
+    staging_usage = dg.TableColumnDep(dg.AssetKey("observations_staging"), "usage_details")
+    assert staging_usage in lineage.deps_by_column["total_cost"]  # calculated from usage when not sent
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert set(checks) == {
         "events_no_duplicate_ids",
