@@ -14,6 +14,7 @@ from pydantic import Field
 from assets.staging import table_metadata
 from orchestration.clickhouse import ClickHouse, query_scalar
 from orchestration.health import BARE_SHARE, MIN_SPANS, bare_scopes, health_table, instrumentation_health
+from orchestration.models import lineage_markdown
 from orchestration.propagation import (
     EVENT_COLUMNS,
     EVENTS_TRACE_COLUMNS,
@@ -62,6 +63,18 @@ def _events_lineage() -> dg.TableColumnLineage:
     for col in ("cost_details", "total_cost"):
         staging[col] += [dg.TableColumnDep(OBSERVATIONS_STAGING, c) for c in priced_by]
     return dg.TableColumnLineage(deps_by_column=staging)
+
+
+def _lineage_table(lineage: dg.TableColumnLineage) -> dg.MetadataValue:
+    """The lineage as a table the open-source UI shows (it draws dagster/column_lineage only in Dagster+)."""
+    return dg.MetadataValue.md(
+        lineage_markdown(
+            {
+                c: [(d.asset_key.to_user_string(), d.column_name) for d in deps]
+                for c, deps in lineage.deps_by_column.items()
+            }
+        )
+    )
 
 
 def _core_lineage() -> dg.TableColumnLineage:
@@ -149,6 +162,7 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
                 **table_metadata(ch, "events"),
                 **run_metadata,
                 "dagster/column_lineage": _events_lineage(),
+                "column_lineage": _lineage_table(_events_lineage()),
                 "instrumentation_health": dg.MetadataValue.md(health_table(instrumentation_health(ch))),
             },
         )
@@ -158,6 +172,7 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
                 **table_metadata(ch, "events_core"),
                 "truncated_to_chars": settings.core_truncate_chars,
                 "dagster/column_lineage": _core_lineage(),
+                "column_lineage": _lineage_table(_core_lineage()),
             },
         )
         yield dg.MaterializeResult(

@@ -17,6 +17,7 @@ from orchestration.models import (
     build_day,
     column_lineage,
     key_violations,
+    lineage_markdown,
     load_models,
     rebuild,
     reconcile,
@@ -44,6 +45,7 @@ def _lineage(model: Model, models: dict[str, Model]) -> dg.TableColumnLineage:
 def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
     deps = [dg.AssetKey(name) for name in (*model.sources, *model.refs)]
     lineage = _lineage(model, models)
+    lineage_table = dg.MetadataValue.md(lineage_markdown(column_lineage(model, models)))
 
     @dg.asset(
         name=model.name,
@@ -58,7 +60,11 @@ def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
         automation_condition=AUTOMATION,
         freshness_policy=FRESHNESS,
         pool=f"analytics_{model.name}",
-        metadata={"dagster/table_name": f"tracehouse.{model.name}", "materialized": model.materialized},
+        metadata={
+            "dagster/table_name": f"tracehouse.{model.name}",
+            "materialized": model.materialized,
+            "column_lineage": lineage_table,  # the OSS UI draws dagster/column_lineage only in Dagster+
+        },
         check_specs=[
             dg.AssetCheckSpec(
                 "unique_not_null_keys", asset=model.name, description="key parts set and unique"
@@ -83,6 +89,7 @@ def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
                 **table_metadata(ch, model.name),
                 "rows_built": rows,
                 "dagster/column_lineage": lineage,
+                "column_lineage": lineage_table,
             }
             if model.incremental and len(context.partition_keys) == 1:
                 # a day's materialization reports that day's rows, not the whole table's

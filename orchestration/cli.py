@@ -452,6 +452,26 @@ def _print_load_summary(report) -> None:
 
 
 @main.command()
+@click.argument("model", required=False)
+def lineage(model: str | None) -> None:
+    """Column lineage of the derived tables (dbt_like_sql/): each column and the source columns it is
+    computed from, read from the SQL with sqlglot. No ClickHouse or S3 needed."""
+    from orchestration.models import column_lineage, load_models
+
+    models = load_models()
+    if model is not None and model not in models:
+        known = ", ".join(sorted(models))
+        raise click.BadParameter(f"no model {model!r}; models: {known}", param_hint="MODEL")
+    for name in [model] if model else sorted(models):
+        table = Table(title=f"{name}: column lineage")
+        table.add_column("column")
+        table.add_column("computed from")
+        for column, deps in column_lineage(models[name], models).items():
+            table.add_row(column, ", ".join(f"{t}.{c}" for t, c in deps) or "(a constant)")
+        Console().print(table)
+
+
+@main.command()
 @click.option("--objects", default=12, show_default=True, help="objects to write")
 @click.option("--traces-per-object", default=20, show_default=True)
 @click.option(

@@ -211,11 +211,29 @@ def column_lineage(model: Model, models: dict[str, Model]) -> dict[str, list[tup
     for column, node in graph.items():
         deps = set()
         for leaf in node.walk():
-            if leaf.downstream or not isinstance(leaf.source, exp.Table):
+            if leaf.downstream:
                 continue
-            deps.add((leaf.source.name.removesuffix(VISIBLE), leaf.name.split(".")[-1]))
+            if isinstance(leaf.source, exp.Table):
+                deps.add((leaf.source.name.removesuffix(VISIBLE), leaf.name.split(".")[-1]))
+            else:  # an aggregate of no column (count()): it depends on the rows, shown as their key
+                for table in leaf.source.find_all(exp.Table):
+                    name = table.name.removesuffix(VISIBLE)
+                    deps.add((name, _row_key(schema.get(table.name) or schema.get(name) or {})))
         result[column] = sorted(deps)
     return result
+
+
+def _row_key(columns: dict[str, str]) -> str:
+    return next((c for c in ("id", "trace_id", "session_id") if c in columns), next(iter(columns), ""))
+
+
+def lineage_markdown(deps_by_column: dict[str, list[tuple[str, str]]]) -> str:
+    """Column lineage as a table the open-source Dagster UI shows (it draws lineage only in Dagster+)."""
+    lines = ["| column | computed from |", "|---|---|"]
+    for column, deps in deps_by_column.items():
+        sources = ", ".join(f"{table}.{col}" for table, col in deps) or "(a constant)"
+        lines.append(f"| {column} | {sources} |")
+    return "\n".join(lines)
 
 
 # --- building ----------------------------------------------------------------------------------------

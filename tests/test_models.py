@@ -58,12 +58,14 @@ def test_column_lineage_is_derived_from_the_sql():
     assert usage["total_cost"] == [("events_core", "cost_details"), ("events_core", "total_cost")]
     assert usage["input_tokens"] == [("events_core", "usage_details")]
     assert usage["day"] == [("events_core", "start_time")]
+    assert usage["observations"] == [("events_core", "id")]  # count(): the rows, shown as their key
     traces = column_lineage(models["trace_summaries"], models)
     assert traces["name"] == [("traces", "name")]
     assert ("traces", "input") in traces["input"] and ("events_core", "input") in traces["input"]
+    # events_core.id: whether the trace has observations at all (a count())
     assert traces["latency_ms"] == [
-        ("events_core", "end_time"), ("events_core", "start_time"), ("traces", "first_start"),
-        ("traces", "last_start"),
+        ("events_core", "end_time"), ("events_core", "id"), ("events_core", "start_time"),
+        ("traces", "first_start"), ("traces", "last_start"),
     ]  # fmt: skip
     sessions = column_lineage(models["session_summaries"], models)
     assert sessions["users"] == [("trace_summaries", "user_id")]
@@ -347,3 +349,22 @@ def test_replay_events_from_raw_swaps_in_new_logic_and_keeps_live_loads(env, s3,
         assert query_scalar(ch, f"SELECT count() - uniqExact(project_id, id) FROM {DB}.{table}") == 0
         assert query_scalar(ch, f"SELECT countIf(name = 'old logic') FROM {DB}.{table}") == 0
     assert query_scalar(ch, "SELECT count() FROM system.databases WHERE name = 'tracehouse_replay'") == 0
+
+
+def test_column_lineage_is_visible_without_dagster_plus(tmp_path):
+    """Open-source Dagster draws dagster/column_lineage only in Dagster+: each model also carries it as a
+    table in its definition metadata, and `tracehouse lineage` prints it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from assets.models import MODEL_ASSETS
+
+    asset = next(a for a in MODEL_ASSETS if a.key.path[-1] == "usage_daily")
+    table = asset.specs_by_key[asset.key].metadata["column_lineage"].value
+    assert "| observations | events_core.id |" in table
+    assert "| total_cost | events_core.cost_details, events_core.total_cost |" in table
+    cli = [str(Path(sys.executable).parent / "tracehouse"), "lineage", "trace_summaries"]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    assert "traces.name" in done.stdout and "events_core.id" in done.stdout
