@@ -28,7 +28,18 @@ GROUP = "analytics"
 DAILY = dg.DailyPartitionsDefinition(
     start_date=os.environ.get("TRACEHOUSE_START_DATE") or "2026-01-01", end_offset=1
 )
-AUTOMATION = dg.AutomationCondition.on_cron("0 * * * *")  # hourly, once the upstream tables have new data
+# Hourly once the upstream tables have new data; and at once while a model (today's partition of a daily one)
+# has never been built and its upstream tables exist, so a fresh `make dev` shows the models after the first
+# propagation instead of at the top of the hour (on_missing() would not: it ignores what is already missing
+# when the sensor starts). A failed build waits for the hourly tick instead of being retried every tick.
+FIRST_BUILD = (
+    dg.AutomationCondition.in_latest_time_window()
+    & dg.AutomationCondition.missing()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.in_progress()
+    & ~dg.AutomationCondition.execution_failed()
+).with_label("first_build")
+AUTOMATION = dg.AutomationCondition.on_cron("0 * * * *") | FIRST_BUILD
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=3), warn_window=timedelta(hours=2))
 
 
@@ -129,7 +140,8 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "analytics_automation",
     target=dg.AssetSelection.groups(GROUP),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Keeps the analytics models following events (hourly, after new data).",
+    description="Keeps the analytics models following events: built once events exist, then hourly after "
+    "new data.",
 )
 
 recent_days_job = dg.define_asset_job(

@@ -143,3 +143,27 @@ def test_replay_events_from_raw_job_runs_in_dagster(env, s3):
     assert materialized["events_core"]["replayed_from_raw_objects"].value == 2
     with open_clickhouse(None, env.chdb_path) as ch:
         assert query_scalar(ch, "SELECT count() FROM tracehouse.trace_summaries") == 2  # models rebuilt too
+
+
+def test_models_are_built_as_soon_as_events_exist_not_at_the_top_of_the_hour():
+    from assets.models import DAILY, MODELS
+    from orchestration.definitions import defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    analytics = dg.AssetSelection.groups("analytics")
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=analytics)
+    assert first.total_requested == 0  # nothing to build from yet
+    for upstream in ("events", "events_core", "traces", "scores"):
+        instance.report_runless_asset_event(dg.AssetMaterialization(upstream))
+    second = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=analytics, cursor=first.cursor
+    )
+    assert {r.key.path[-1] for r in second.results if not r.true_subset.is_empty} == set(MODELS)
+    today = DAILY.get_last_partition_key()
+    for name, model in MODELS.items():
+        partition = today if model.incremental else None
+        instance.report_runless_asset_event(dg.AssetMaterialization(name, partition=partition))
+    third = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=analytics, cursor=second.cursor
+    )
+    assert third.total_requested == 0  # built: from here on, hourly after new data
