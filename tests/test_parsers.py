@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestration.generate import encode_otlp_json, encode_otlp_proto
+from orchestration.generate import encode_otlp_json, encode_otlp_proto, generate
 from orchestration.parsers import BadObject, gunzip_bounded, parse_object
 from orchestration.raw_keys import BadKey, parse_key
 from tests.conftest import INGESTION_V2, OTLP_PB, SCORES_V5, minute_key
@@ -285,3 +285,19 @@ def test_gzip_bomb_is_bounded():
 def test_keys_outside_the_layout_are_rejected(key):
     with pytest.raises(BadKey):
         parse_key(key)
+
+
+def test_the_generator_counts_the_observations_it_writes(env, s3):
+    """An ingestion batch states a trace's root in its trace-create: it is not counted as an observation."""
+    from orchestration.parsers import parse_object
+    from orchestration.raw_keys import parse_key
+
+    written = generate(
+        s3, env.raw_bucket, objects=4, traces_per_object=3, seed=3, formats=("ingestion", "otlp_json")
+    )
+    ids = set()
+    for key in written.keys:
+        body = s3.get_object(Bucket=env.raw_bucket, Key=key)["Body"].read()
+        parsed = parse_object(parse_key(key), body, max_object=10**8, max_record=10**7)
+        ids |= {(r["project_id"], r["id"]) for r in parsed.observations}
+    assert len(ids) == written.observations

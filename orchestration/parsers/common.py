@@ -223,16 +223,6 @@ def nanos_to_us(value: Any, what: str) -> int | None:
     return check_us(nanos // 1000, what)
 
 
-def optional_int(value: Any, what: str) -> int | None:
-    """An integer field (a prompt version): absent or '' is None, anything int() refuses is a bad object."""
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise BadObject(f"{what} is not an integer: {str(value)[:40]!r}") from None
-
-
 def hex_id(value: Any, size: int, what: str) -> str:
     """OTLP ids as lowercase hex whichever encoding arrived (hex per OTLP/JSON, base64 from protobuf JSON)."""
     if isinstance(value, bytes):
@@ -280,38 +270,6 @@ def string_map(value: Any, what: str) -> dict[str, str]:
     if not isinstance(value, dict):
         return {"value": json_text(value)}
     return {str(k): v if isinstance(v, str) else json_text(v) for k, v in value.items()}
-
-
-def number_map(value: Any, what: str, integer: bool) -> dict[str, Any]:
-    if value in (None, ""):
-        return {}
-    if isinstance(value, str):
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            raise BadObject(f"{what} is not JSON: {value[:64]!r}") from None
-    if not isinstance(value, dict):
-        raise BadObject(f"{what} must be an object of numbers")
-    out: dict[str, Any] = {}
-    for key, raw in value.items():
-        if raw is None or isinstance(raw, str) and not raw.strip():
-            continue
-        try:
-            number = float(raw)
-        except (TypeError, ValueError):
-            if key == "unit":  # legacy usage objects carry their unit next to the numbers
-                continue
-            raise BadObject(f"{what}.{key} is not a number: {str(raw)[:32]!r}") from None
-        if not math.isfinite(number) or (integer and number < 0):
-            raise BadObject(f"{what}.{key} must be a finite{' non-negative' if integer else ''} number")
-        out[str(key)] = int(number) if integer else number
-    return out
-
-
-def with_usage_total(usage: dict[str, int]) -> dict[str, int]:
-    if usage and "total" not in usage:
-        usage = {**usage, "total": sum(usage.values())}
-    return usage
 
 
 def total_cost_of(cost: dict[str, float]) -> float | None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from orchestration.parsers.common import BadObject, iso_to_us, json_text
+from orchestration.parsers.common import BadObject, iso_to_us, json_text, string_map, tag_list
 
 UNMAPPED_KEY = "tracehouse.unmapped"
 
@@ -156,12 +156,12 @@ def timestamp(value: Any) -> int:
         raise FieldError(str(exc)) from None
 
 
-def tag_list(value: Any) -> list[str]:
-    if isinstance(value, str):
-        value = _loads(value, "tags") if value.startswith("[") else [t for t in value.split(",") if t]
-    if not isinstance(value, list) or not all(isinstance(t, str | int | float) for t in value):
-        raise FieldError("tags must be a list of strings")
-    return sorted({str(t) for t in value})
+def _tags(value: Any) -> list[str]:
+    return tag_list(value, "tags")
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    return string_map(value, "metadata")
 
 
 def texts(found: dict[str, Any]) -> dict[str, str]:
@@ -170,14 +170,6 @@ def texts(found: dict[str, Any]) -> dict[str, str]:
 
 def unquoted_texts(found: dict[str, Any]) -> dict[str, str]:
     return {k: text(unquoted(v)) for k, v in found.items()}
-
-
-def string_map(value: Any) -> dict[str, str]:
-    """Metadata objects (or JSON text of one) as Map(String, String); nested values become JSON text."""
-    value = _loads(value, "metadata")
-    if not isinstance(value, dict):
-        raise FieldError(f"metadata must be an object, got {type(value).__name__}")
-    return {str(k): v if isinstance(v, str) else json_text(v) for k, v in value.items()}
 
 
 def cost_object(value: Any) -> dict[str, float]:
@@ -334,10 +326,6 @@ def mapped(convention: str, key: str, table: dict[str, str], strict: bool = Fals
         return found
 
     return Rule(convention, (key,), lambda found, facts: read(found[key]), claim=claim)
-
-
-def _scope(name: str) -> Callable[[SpanFacts], bool]:
-    return lambda facts: facts.scope == name
 
 
 def _root(facts: SpanFacts) -> bool:
@@ -627,17 +615,17 @@ FIELDS: dict[str, Field] = {
     ),
     "tags": Field(
         (
-            one("langfuse", "langfuse.trace.tags", tag_list),
-            one("openinference", "tag.tags", tag_list),
-            one("vercel", "ai.telemetry.metadata.tags", tag_list),
-            one("logfire", "logfire.tags", tag_list),
+            one("langfuse", "langfuse.trace.tags", _tags),
+            one("openinference", "tag.tags", _tags),
+            one("vercel", "ai.telemetry.metadata.tags", _tags),
+            one("logfire", "logfire.tags", _tags),
         )
     ),
     "trace_metadata": Field(
         (
             group("langfuse", "langfuse.trace.metadata.", unquoted_texts),
-            one("langfuse", "langfuse.trace.metadata", string_map),
-            one("openinference", "metadata", string_map),
+            one("langfuse", "langfuse.trace.metadata", _metadata),
+            one("openinference", "metadata", _metadata),
             group("openllmetry", "traceloop.association.properties.", texts, exclude=TRACELOOP_IDS),
             group("vercel", "ai.telemetry.metadata.", texts, exclude=("userId", "sessionId", "tags")),
         ),
@@ -646,7 +634,7 @@ FIELDS: dict[str, Field] = {
     "observation_metadata": Field(
         (
             group("langfuse", "langfuse.observation.metadata.", unquoted_texts),
-            one("langfuse", "langfuse.observation.metadata", string_map),
+            one("langfuse", "langfuse.observation.metadata", _metadata),
         ),
         merge=True,
     ),  # fmt: skip
@@ -719,7 +707,7 @@ def _evaluate(name: str, spec: Field, present: list, facts: SpanFacts, out: Mapp
             continue
         try:
             value = rule.read(found, facts)
-        except FieldError as exc:
+        except (FieldError, BadObject) as exc:  # a shared reader's BadObject is a field's problem here
             out.problems.append(f"{', '.join(sorted(found))[:120]}: {exc}")
             failed.update(found)
             continue
