@@ -205,9 +205,9 @@ def sql_module(name: str, db: str, source_db: str | None = None) -> Any:
             "latest_attributes_sql": latest_attributes_sql,
             "attr": _attr,
             "select_list": _select_list(),
-            "existing_field": {
-                "cost_details": "provided_cost_details",
-                "total_cost": "if(empty(provided_cost_details), NULL, total_cost)",
+            "existing_field": {  # staging's types: versions of one observation are merged together
+                "cost_details": "CAST(provided_cost_details AS Map(String, Float64))",
+                "total_cost": "if(empty(provided_cost_details), NULL, toFloat64(total_cost))",
             },
             "event_columns": EVENT_COLUMNS,
             "insert_threads": os.cpu_count() or 1,  # events and events_core written by every core

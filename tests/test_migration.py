@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 # the independent computation: ReplacingMergeTree FINAL (drops is_deleted rows) and a join to traces FINAL
 EXPECTED = """
 SELECT o.project_id AS project_id, o.id AS id, o.trace_id AS trace_id, o.type AS type, o.name AS name,
-       ifNull(o.output, '') AS output, o.total_cost AS total_cost,
+       ifNull(o.output, '') AS output, CAST(o.total_cost AS Nullable(Decimal(18, 12))) AS total_cost,
        CAST(o.end_time, 'Nullable(DateTime64(6, \\'UTC\\'))') AS end_time,
        ifNull(t.user_id, '') AS user_id, ifNull(t.session_id, '') AS session_id, t.tags AS tags,
        t.name AS trace_name

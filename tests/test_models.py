@@ -90,7 +90,7 @@ def test_usage_daily_matches_an_independent_computation(filled):
         row["output_tokens"] += usage.get("output", 0)
         row["total_tokens"] += usage.get("total", usage.get("input", 0) + usage.get("output", 0))
         cost = e["total_cost"] if e["total_cost"] is not None else sum(dict(e["cost_details"]).values())
-        row["total_cost"] += cost
+        row["total_cost"] += float(cost)  # Decimal(18, 12) in events
         traces[key].add(e["trace_id"])
     got = {
         (r["project_id"], r["day"], r["model"]): r for r in query_rows(ch, f"SELECT * FROM {DB}.usage_daily")
@@ -99,7 +99,7 @@ def test_usage_daily_matches_an_independent_computation(filled):
     for key, want in expected.items():
         assert got[key]["traces"] == len(traces[key])
         for column, value in want.items():
-            assert got[key][column] == pytest.approx(value), (key, column)
+            assert float(got[key][column]) == pytest.approx(value), (key, column)
     assert key_violations(ch, model) == {"empty_keys": 0, "duplicate_keys": 0}
     assert reconcile(ch, model) == []
 
@@ -219,8 +219,8 @@ def test_replay_with_changed_logic_swaps_without_an_empty_or_doubled_table(fille
         thread.join()
     assert seen and set(seen) == {before}  # never empty, never doubled, at any point between statements
     old_cost = query_scalar(ch, f"SELECT sum(ifNull(total_cost, 0)) FROM {DB}.events_core")
-    assert query_scalar(ch, f"SELECT sum(total_cost) FROM {DB}.trace_summaries") == pytest.approx(
-        old_cost * 1e6
+    assert float(query_scalar(ch, f"SELECT sum(total_cost) FROM {DB}.trace_summaries")) == pytest.approx(
+        float(old_cost) * 1e6
     )
     assert (
         query_scalar(

@@ -195,7 +195,7 @@ LEFT JOIN (SELECT project_id, model_name, argMax(candidates, resolved_at) AS can
 {%- set params = 'm.model_parameters_merged' -%}
 {%- set matched = "arraySum(mapValues(mapFilter((k, v) -> match(k, if(u.case_sensitive, u.pattern, concat('(?i)', u.pattern))), " ~ usage ~ ")))" -%}
 {%- set param = "if(JSONType(" ~ params ~ ", q.key) = 'String', JSONExtractString(" ~ params ~ ", q.key), JSONExtractRaw(" ~ params ~ ", q.key))" -%}
-if(notEmpty(m.cost_details_merged), m.cost_details_merged, (
+if(notEmpty(m.cost_details_merged), CAST(m.cost_details_merged AS Map(String, Decimal(18, 12))), (
     if(notEmpty(mapFilter((k, v) -> k != 'total', (arrayFirst(c ->
             c.start_date <= coalesce(m.start_time_merged, m.first_event_ts)
             AND arrayAll(x -> multiIf(x.1 = 'gt', x.2 > x.3, x.1 = 'gte', x.2 >= x.3, x.1 = 'lt', x.2 < x.3,
@@ -205,16 +205,18 @@ if(notEmpty(m.cost_details_merged), m.cost_details_merged, (
                                       q.operator = 'not_in', NOT has(q.values, {{ param }}), false),
                          c.parameter_conditions),
             p.candidates).prices) AS price_)),
-       mapApply((k, v) -> (k, toFloat64(toDecimal128(v, 12) * {{ usage }}[k])),
+       mapApply((k, v) -> (k, toDecimal64(toDecimal128(v, 12) * {{ usage }}[k], 12)),
                 mapFilter((k, v) -> k != 'total' AND mapContains({{ usage }}, k), price_)),
        if(mapContains(price_, 'total') AND mapContains({{ usage }}, 'total'),
-          map('total', toFloat64(toDecimal128(price_['total'], 12) * {{ usage }}['total'])), map()))
+          map('total', toDecimal64(toDecimal128(price_['total'], 12) * {{ usage }}['total'], 12)),
+          CAST(map(), 'Map(String, Decimal(18, 12))')))
 ) AS calculated_cost_)
 {%- endmacro %}
 
 {%- macro total_cost() -%}
-if(notEmpty(m.cost_details_merged) OR m.total_cost_merged IS NOT NULL, m.total_cost_merged,
-   if(empty(calculated_cost_), NULL, arraySum(mapValues(calculated_cost_))))
+if(notEmpty(m.cost_details_merged) OR m.total_cost_merged IS NOT NULL,
+   CAST(m.total_cost_merged AS Nullable(Decimal(18, 12))),
+   if(empty(calculated_cost_), NULL, CAST(arraySum(mapValues(calculated_cost_)) AS Nullable(Decimal(18, 12)))))
 {%- endmacro %}
 
 {#- The price candidates of each model name this window's loads carry and no resolution of the current prices
