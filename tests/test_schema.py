@@ -2,6 +2,7 @@
 reads) rendered from the same files that ClickHouse's own parser and sqlglot accept."""
 
 import re
+from decimal import Decimal
 
 import sqlglot
 from sqlglot import exp
@@ -147,3 +148,34 @@ def test_list_and_user_views_read_events_core_projections(tmp_path):
         assert query_scalar(ch, "SELECT count() FROM tracehouse.events_core WHERE user_id = 'u3'") == 15385
         ch.command("DELETE FROM tracehouse.events_core WHERE id = '3'")  # as delete_superseded does
         assert query_scalar(ch, "SELECT count() FROM tracehouse.events_core WHERE user_id = 'u3'") == 15384
+
+
+def test_costs_become_decimals_on_a_populated_database(tmp_path, monkeypatch):
+    """0015/0016 on events written before them: provided_cost_details reads what cost_details held, the
+    columns turn Decimal(18, 12) with their values, and events_core keeps its list projections."""
+    import orchestration.schema as schema
+
+    every = schema.load_migrations()
+    with open_clickhouse(None, tmp_path / "ch") as ch:
+        monkeypatch.setattr(schema, "load_migrations", lambda: [m for m in every if m.version < 15])
+        apply_migrations(ch)
+        ch.command(
+            "INSERT INTO tracehouse.events (project_id, trace_id, id, type, name, start_time, cost_details, "
+            "total_cost, propagation_id) VALUES ('p', 't', 'o1', 'GENERATION', 'g', now64(6), "
+            "map('input', 0.25, 'output', 0.5), 0.75, 'x'), "
+            "('p', 't', 'o2', 'SPAN', 's', now64(6), map(), NULL, 'x')"
+        )
+        monkeypatch.setattr(schema, "load_migrations", lambda: every)
+        assert apply_migrations(ch) == [m.version for m in every if m.version >= 15]
+        for table in ("events_current", "events_core_current"):
+            rows = {r["id"]: r for r in query_rows(ch, f"SELECT * FROM tracehouse.{table}")}
+            assert dict(rows["o1"]["cost_details"]) == dict(rows["o1"]["provided_cost_details"])
+            assert dict(rows["o1"]["cost_details"]) == {"input": Decimal("0.25"), "output": Decimal("0.5")}
+            assert rows["o1"]["total_cost"] == Decimal("0.75") and rows["o2"]["total_cost"] is None
+        columns = query_rows(
+            ch,
+            "SELECT name, type FROM system.columns WHERE database = 'tracehouse' AND table = 'events_core'",
+        )
+        assert {c["name"]: c["type"] for c in columns}["total_cost"] == "Nullable(Decimal(18, 12))"
+        create = query_scalar(ch, "SHOW CREATE TABLE tracehouse.events_core")
+        assert "PROJECTION by_start_time" in create and "PROJECTION by_user" in create
