@@ -332,13 +332,14 @@ EVENTS_CHECKS = [
     "(staging-level logic changed), then rebuild the derived tables.",
 )
 def replay_events_from_raw_op(context: dg.OpExecutionContext, clickhouse: ClickHouseResource, s3: S3Resource):
-    from orchestration.models import load_models, rebuild
+    from orchestration.models import load_models
+    from orchestration.refresh import build
     from orchestration.replay import replay_from_raw
 
     with clickhouse.connect() as ch:
         result = replay_from_raw(ch, s3.get_client(), load_settings())
         for model in load_models().values():
-            rebuild(ch, model)
+            build(ch, model, full=True)
         for key, table in ((EVENTS, "events"), (EVENTS_CORE, "events_core")):
             yield dg.AssetMaterialization(
                 asset_key=key,

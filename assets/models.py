@@ -2,8 +2,10 @@
 
 Incremental models are partitioned by day: one day is rebuilt with ``REPLACE PARTITION``; a backfill of
 several days runs as one run (``BackfillPolicy.single_run``) that builds a shadow table and swaps it in, so
-launching "materialize all partitions" from the UI is a blue/green replay. Table models are always built
-into a shadow table and swapped in.
+launching "materialize all partitions" from the UI is a blue/green replay. Keyed models recompute only the
+keys that changed since their last build (``orchestration/refresh.py``); with ``full: true`` (the
+``replay_models`` job) they are rebuilt whole. Table models are always built into a shadow table and swapped
+in.
 """
 
 import os
@@ -22,6 +24,7 @@ from orchestration.models import (
     rebuild,
     reconcile,
 )
+from orchestration.refresh import build
 from orchestration.resources import ClickHouseResource
 
 GROUP = "analytics"
@@ -51,6 +54,10 @@ def _lineage(model: Model, models: dict[str, Model]) -> dg.TableColumnLineage:
             if deps
         }
     )
+
+
+class ModelBuildConfig(dg.Config):
+    full: bool = False  # keyed models: rebuild whole (a replay) instead of applying what changed
 
 
 def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
@@ -87,18 +94,27 @@ def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
             ),
         ],
     )
-    def _asset(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource):
+    def _asset(context: dg.AssetExecutionContext, config: ModelBuildConfig, clickhouse: ClickHouseResource):
         with clickhouse.connect() as ch:
+            built: dict = {}
             if not model.incremental:
-                rows = rebuild(ch, model)
+                result = build(ch, model, full=config.full)
+                rows = result.rows
+                built = {
+                    "build": "whole" if result.full else "changed keys",
+                    "build_reason": result.reason,
+                    "changed_keys": result.changed_keys,
+                    "partitions_replaced": len(result.partitions),
+                }
             elif len(context.partition_keys) == 1:
                 rows = build_day(ch, model, date.fromisoformat(context.partition_key))
             else:
                 rows = rebuild(ch, model, [date.fromisoformat(k) for k in context.partition_keys])
-            context.log.info(f"{model.name}: {rows} rows built")
+            context.log.info(f"{model.name}: {rows} rows built {built}")
             metadata = {
                 **table_metadata(ch, model.name),
                 "rows_built": rows,
+                **built,
                 "dagster/column_lineage": lineage,
                 "column_lineage": lineage_table,
             }
@@ -167,6 +183,9 @@ def nightly_recent_days(context: dg.ScheduleEvaluationContext):
 replay_job = dg.define_asset_job(
     "replay_models",
     selection=dg.AssetSelection.groups(GROUP) - dg.AssetSelection.assets(*INCREMENTAL),
-    description="Rebuild the table models into shadow tables and swap them in (incremental models: "
-    "backfill all partitions, which runs as one blue/green run). CLI: tracehouse replay MODEL.",
+    config={
+        "ops": {m.name: {"config": {"full": True}} for m in MODELS.values() if not m.incremental},
+    },
+    description="Rebuild the table and keyed models whole into shadow tables and swap them in (incremental "
+    "models: backfill all partitions, which runs as one blue/green run). CLI: tracehouse replay MODEL.",
 )

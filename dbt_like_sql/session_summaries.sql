@@ -1,8 +1,11 @@
 {{ config(
-    materialized='table',
+    materialized='keyed',
+    partition_by='toDate(first_seen)',
     order_by='(project_id, session_id)',
     unique_key=['project_id', 'session_id'],
-    description='One row per session: traces, distinct users, first/last seen, total cost and tokens.',
+    description='One row per session: traces, distinct users, first/last seen, total cost and tokens. '
+                'Partitioned by the day the session starts; a refresh recomputes the sessions whose traces '
+                'changed.',
     owners=['team:data-platform'],
 ) }}
 SELECT
@@ -15,5 +18,5 @@ SELECT
     sum(total_cost) AS total_cost,
     sum(total_tokens) AS total_tokens
 FROM {{ ref('trace_summaries') }}
-WHERE session_id != ''
+WHERE session_id != '' AND {{ changed() }}
 GROUP BY project_id, session_id

@@ -1,12 +1,14 @@
 {{ config(
-    materialized='table',
+    materialized='keyed',
+    partition_by='toDate(start_time)',
     order_by='(project_id, start_time, trace_id)',
     unique_key=['project_id', 'trace_id'],
     description='One row per trace, observations or not: name, user, session, release, version, tags, '
                 'public/bookmarked, input and output (truncated like events_core; full values in '
                 'traces_current), start/end, latency, observation counts by type, errors, total cost and '
-                'tokens, and its scores per name (average, last value, count, categorical values). Rebuilt '
-                'whole and swapped in atomically.',
+                'tokens, and its scores per name (average, last value, count, categorical values). Partitioned '
+                'by the day the trace starts; a refresh recomputes the traces that changed since the last one '
+                'and replaces the days they left or entered.',
     owners=['team:data-platform'],
     reconcile={'observations': 'count()', 'total_cost': 'sum(ifNull(total_cost, 0))'},
 ) }}
@@ -57,6 +59,7 @@ LEFT JOIN (
         sum(if(mapContains(usage_details, 'total'), usage_details['total'],
                usage_details['input'] + usage_details['output'])) AS total_tokens
     FROM {{ source('events_core') }}
+    WHERE {{ changed() }}
     GROUP BY project_id, trace_id
 ) AS o ON t.project_id = o.project_id AND t.trace_id = o.trace_id
 LEFT JOIN (
@@ -78,8 +81,9 @@ LEFT JOIN (
             count() AS scores,
             arraySort(groupUniqArrayIf(string_value, string_value != '')) AS categories
         FROM {{ source('scores') }}
-        WHERE trace_id != ''
+        WHERE trace_id != '' AND {{ changed() }}
         GROUP BY project_id, trace_id, name
     )
     GROUP BY project_id, trace_id
 ) AS s ON t.project_id = s.project_id AND t.trace_id = s.trace_id
+WHERE {{ changed('t') }}

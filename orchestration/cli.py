@@ -189,12 +189,15 @@ def _demo_loop(settings: Settings, interval: float, stop: threading.Event) -> No
 @main.command("run-once")
 @click.option("--no-delay", is_flag=True, help="propagate everything committed now (delay 0)")
 def run_once(no_delay: bool) -> None:
-    """Process every pending raw object end to end, headless, and print a summary."""
+    """Process every pending raw object end to end — load, propagate, derived tables — headless, and print
+    a summary."""
     from orchestration.clickhouse import open_clickhouse
     from orchestration.loader import LoadReport, load_objects
     from orchestration.local_s3 import s3_client
+    from orchestration.models import load_models
     from orchestration.propagation import propagate
     from orchestration.reconcile import pending_keys
+    from orchestration.refresh import build
     from orchestration.schema import apply_migrations
 
     with environment() as settings:
@@ -226,12 +229,21 @@ def run_once(no_delay: bool) -> None:
                     on_window=lambda _w: progress.advance(windows),
                     user_prices=settings.user_prices,
                 )
+                models = load_models()
+                derived = progress.add_task("bringing derived tables up to date", total=len(models))
+                builds = []
+                for model in models.values():
+                    builds.append(build(ch, model))
+                    progress.advance(derived)
         _print_load_summary(report)
         delay_note = "" if no_delay else f" (windows ending ≥ {settings.propagation_delay_seconds}s ago)"
         print(
             f"propagated={propagated.observations} repaired={propagated.repaired} "
             f"windows={len(propagated.windows)} scores={propagated.scores}{delay_note}"
         )
+        for b in builds:
+            how = "whole" if b.full else f"{b.changed_keys} changed keys, {len(b.partitions)} partitions"
+            print(f"model={b.model} rows={b.rows} build={how!r}")
 
 
 @main.command()
@@ -246,6 +258,7 @@ def replay(model: str, days: str | None) -> None:
 
     from orchestration.clickhouse import open_clickhouse
     from orchestration.models import load_models, rebuild
+    from orchestration.refresh import build
     from orchestration.schema import apply_migrations
 
     models = load_models()
@@ -267,7 +280,7 @@ def replay(model: str, days: str | None) -> None:
                     result = replay_from_raw(ch, s3_client(settings.s3_endpoint_url), settings)
                 for name, derived in models.items():
                     with console.status(f"rebuilding {name}"):
-                        rebuild(ch, derived)
+                        build(ch, derived, full=True)
                 rows = result.observations
                 console.print(
                     f"events replayed from {result.objects} raw objects ({result.caught_up} observations "
@@ -275,7 +288,10 @@ def replay(model: str, days: str | None) -> None:
                 )
             else:
                 with console.status(f"rebuilding {model} into a shadow table"):
-                    rows = rebuild(ch, models[model], selected)
+                    if selected:
+                        rows = rebuild(ch, models[model], selected)
+                    else:
+                        rows = build(ch, models[model], full=True).rows
     console.print(f"{model}: {rows} rows, swapped in after {time.monotonic() - started:.1f}s")
     print(f"replayed={model} rows={rows}")
 

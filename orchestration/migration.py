@@ -161,6 +161,7 @@ def migrate_part(ch: ClickHouse, part: str, db: str = DATABASE, source_db: str |
     )
     params["lookup_from"] = as_utc(earliest) - LOOKUP_SLACK if earliest else datetime(1970, 1, 1)
     ch.command(sql.insert_trace_attributes(), params)
+    ch.command(sql_module("propagation", db).record_trace_changes(), params)
     ch.command(sql_module("propagation", db).mark_in_flight(), params)
     ch.command(sql.insert_part(), params)
     superseded = publish_rows(ch, db, params)

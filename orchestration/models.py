@@ -5,7 +5,9 @@ Building never leaves a reader with an empty or doubled table:
 * ``incremental`` models build one day into a scratch table and ``REPLACE PARTITION`` it into the model,
   so re-running a day replaces that day exactly;
 * ``table`` models and every replay build into ``<model>__shadow_<id>`` and ``EXCHANGE TABLES`` it with the
-  model, an atomic rename.
+  model, an atomic rename;
+* ``keyed`` models (one row per key, e.g. a trace) recompute only the keys that ``change_log`` says changed
+  since their last build, and replace the partitions those keys left or entered (``refresh``).
 
 With ``CLICKHOUSE_CLUSTER`` set, model tables are Replicated and created, exchanged and dropped
 ``ON CLUSTER``; inserts and partition replacements go to one replica and replicate.
@@ -88,6 +90,14 @@ class Model:
         return self.materialized == "incremental"
 
     @property
+    def keyed(self) -> bool:
+        return self.materialized == "keyed"
+
+    @property
+    def partition_by(self) -> str:
+        return self.config.get("partition_by", "day")
+
+    @property
     def code_version(self) -> str:
         return hashlib.sha256(self.template.encode()).hexdigest()[:16]
 
@@ -120,7 +130,13 @@ def _environment() -> jinja2.Environment:
     return jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 (SQL)
 
 
-def _render(template: str, db: str, days: list[date] | None, capture: _Capture | None = None) -> str:
+def _render(
+    template: str,
+    db: str,
+    days: list[date] | None,
+    capture: _Capture | None = None,
+    keys_table: str | None = None,
+) -> str:
     capture = capture or _Capture()
 
     def config(**kwargs: Any) -> str:
@@ -144,10 +160,29 @@ def _render(template: str, db: str, days: list[date] | None, capture: _Capture |
         """Cut text to TRACEHOUSE_CORE_TRUNCATE_CHARS, as events_core does."""
         return f"leftUTF8({expression}, {int(load_settings().core_truncate_chars)})"
 
+    def changed(alias: str = "") -> str:
+        """Rows of the keys a keyed refresh recomputes (every row in a whole build); the second term lets
+        ClickHouse use the key column's bloom filter index."""
+        if keys_table is None:
+            return "1 = 1"
+        key = capture.config["unique_key"][1]
+        prefix = f"{alias}." if alias else ""
+        return (
+            f"({prefix}project_id, {prefix}{key}) IN (SELECT project_id, key FROM {db}.{keys_table}) "  # noqa: S608
+            f"AND {prefix}{key} IN (SELECT key FROM {db}.{keys_table})"
+        )
+
     return (
         _environment()
         .from_string(template)
-        .render(config=config, ref=ref, source=source, partition_filter=partition_filter, truncate=truncate)
+        .render(
+            config=config,
+            ref=ref,
+            source=source,
+            partition_filter=partition_filter,
+            truncate=truncate,
+            changed=changed,
+        )
         .strip()
     )
 
@@ -159,8 +194,15 @@ def load_model(path: Path) -> Model:
     name = path.stem
     if not _NAME.match(name):
         raise ValueError(f"model file name {path.name} must be lowercase snake_case")
-    if capture.config.get("materialized", "table") not in ("table", "incremental"):
-        raise ValueError(f"{path.name}: materialized must be 'table' or 'incremental'")
+    materialized = capture.config.get("materialized", "table")
+    if materialized not in ("table", "incremental", "keyed"):
+        raise ValueError(f"{path.name}: materialized must be 'table', 'incremental' or 'keyed'")
+    if materialized == "keyed" and list(capture.config.get("unique_key", []))[:1] != ["project_id"]:
+        raise ValueError(f"{path.name}: a keyed model's unique_key is ['project_id', KEY]")
+    if materialized == "keyed" and capture.config["unique_key"][1:] not in (["trace_id"], ["session_id"]):
+        raise ValueError(
+            f"{path.name}: a keyed model's KEY is trace_id or session_id (what change_log records)"
+        )
     return Model(name, template, capture.config, tuple(dict.fromkeys(capture.refs)), tuple(capture.sources))
 
 
@@ -186,9 +228,12 @@ def load_models(directory: Path = MODELS_DIR) -> dict[str, Model]:
     return ordered
 
 
-def select_sql(model: Model, db: str = DATABASE, days: list[date] | None = None) -> str:
-    """The model's SELECT; with ``days`` it reads only those days (parameter ``days``)."""
-    return _render(model.template, db, days)
+def select_sql(
+    model: Model, db: str = DATABASE, days: list[date] | None = None, keys_table: str | None = None
+) -> str:
+    """The model's SELECT; with ``days`` it reads only those days (parameter ``days``), with ``keys_table``
+    only the keys listed there (a keyed refresh)."""
+    return _render(model.template, db, days, keys_table=keys_table)
 
 
 # --- lineage -----------------------------------------------------------------------------------------
@@ -243,7 +288,7 @@ def _cluster() -> str | None:
     return os.environ.get("CLICKHOUSE_CLUSTER") or None
 
 
-def _on_cluster() -> str:
+def on_cluster() -> str:
     cluster = _cluster()
     return f" ON CLUSTER {cluster}" if cluster else ""
 
@@ -254,24 +299,24 @@ def _engine_clause(model: Model, db: str, table: str) -> str:
     if _cluster():
         engine = f"Replicated{engine}('/clickhouse/tables/{{shard}}/{db}/{table}', '{{replica}}')"
     parts = [f"ENGINE = {engine}"]
-    if model.incremental:
-        parts.append(f"PARTITION BY {model.config.get('partition_by', 'day')}")
+    if model.incremental or model.keyed:
+        parts.append(f"PARTITION BY {model.partition_by}")
     parts.append(f"ORDER BY {model.config.get('order_by', 'tuple()')}")
     return " ".join(parts)
 
 
-def _create_empty(ch: ClickHouse, model: Model, table: str, db: str) -> None:
+def create_empty(ch: ClickHouse, model: Model, table: str, db: str) -> None:
     ch.command(
-        f"CREATE TABLE IF NOT EXISTS {db}.{table}{_on_cluster()} {_engine_clause(model, db, table)} "
+        f"CREATE TABLE IF NOT EXISTS {db}.{table}{on_cluster()} {_engine_clause(model, db, table)} "
         f"EMPTY AS {select_sql(model, db)}"
     )
 
 
-def _drop(ch: ClickHouse, db: str, table: str) -> None:
-    ch.command(f"DROP TABLE IF EXISTS {db}.`{table}`{_on_cluster()} SYNC")
+def drop_table(ch: ClickHouse, db: str, table: str) -> None:
+    ch.command(f"DROP TABLE IF EXISTS {db}.`{table}`{on_cluster()} SYNC")
 
 
-def _exists(ch: ClickHouse, table: str, db: str) -> bool:
+def table_exists(ch: ClickHouse, table: str, db: str) -> bool:
     return bool(
         query_scalar(
             ch,
@@ -285,29 +330,35 @@ def build_day(ch: ClickHouse, model: Model, day: date, db: str = DATABASE) -> in
     """Rebuild one day of an incremental model; the day's partition is replaced atomically."""
     if not model.incremental:
         raise ValueError(f"{model.name} is not incremental")
-    _create_empty(ch, model, model.name, db)
+    create_empty(ch, model, model.name, db)
     scratch = f"{model.name}__day_{uuid.uuid4().hex[:12]}"
-    _create_empty(ch, model, scratch, db)
+    create_empty(ch, model, scratch, db)
     try:
         ch.command(f"INSERT INTO {db}.{scratch} {select_sql(model, db, [day])}", {"days": [day]})
         rows = query_scalar(ch, f"SELECT count() FROM {db}.{scratch}")  # noqa: S608
-        # the partition id of a Date partition key is YYYYMMDD; `day` is a date object, not text from data
-        ch.command(f"ALTER TABLE {db}.{model.name} REPLACE PARTITION ID '{day:%Y%m%d}' FROM {db}.{scratch}")
+        # the partition id of a Date partition key is YYYYMMDD; `day` is a date object, not text from data;
+        # a day with no rows any more is dropped (REPLACE refuses an empty source)
+        replace = (
+            f"REPLACE PARTITION ID '{day:%Y%m%d}' FROM {db}.{scratch}"
+            if rows
+            else f"DROP PARTITION ID '{day:%Y%m%d}'"
+        )
+        ch.command(f"ALTER TABLE {db}.{model.name} {replace}")
     finally:
-        _drop(ch, db, scratch)
+        drop_table(ch, db, scratch)
     return rows
 
 
 def _drop_leftovers(ch: ClickHouse, model: Model, db: str) -> None:
-    """Shadow and scratch tables a killed build left behind (builds of one model never overlap: its pool)."""
+    """Shadow and scratch tables a killed build left behind (builds of one model never overlap: its pool).
+    A whole build needs no record of a killed keyed refresh: the models built on it are rebuilt whole."""
     rows = query_rows(
         ch,
-        "SELECT name FROM system.tables WHERE database = {db:String} "
-        "AND (startsWith(name, {shadow:String}) OR startsWith(name, {day:String}))",
-        {"db": db, "shadow": f"{model.name}__shadow_", "day": f"{model.name}__day_"},
+        "SELECT name FROM system.tables WHERE database = {db:String} AND match(name, {pattern:String})",
+        {"db": db, "pattern": f"^{model.name}__(shadow|day|keys|old)_[0-9a-f]{{12}}$"},
     )
     for row in rows:
-        _drop(ch, db, row["name"])
+        drop_table(ch, db, row["name"])
 
 
 def rebuild(ch: ClickHouse, model: Model, days: list[date] | None = None, db: str = DATABASE) -> int:
@@ -318,12 +369,12 @@ def rebuild(ch: ClickHouse, model: Model, days: list[date] | None = None, db: st
     """
     _drop_leftovers(ch, model, db)
     shadow = f"{model.name}__shadow_{uuid.uuid4().hex[:12]}"
-    _create_empty(ch, model, shadow, db)
+    create_empty(ch, model, shadow, db)
     if days is None or not model.incremental:
         ch.command(f"INSERT INTO {db}.{shadow} {select_sql(model, db)}")
     else:
         ch.command(f"INSERT INTO {db}.{shadow} {select_sql(model, db, days)}", {"days": days})
-        if _exists(ch, model.name, db):
+        if table_exists(ch, model.name, db):
             day_col = model.config.get("partition_by", "day")
             ch.command(
                 f"INSERT INTO {db}.{shadow} SELECT * FROM {db}.{model.name} "  # noqa: S608
@@ -331,11 +382,11 @@ def rebuild(ch: ClickHouse, model: Model, days: list[date] | None = None, db: st
                 {"days": days},
             )
     rows = query_scalar(ch, f"SELECT count() FROM {db}.{shadow}")  # noqa: S608
-    if _exists(ch, model.name, db):
-        ch.command(f"EXCHANGE TABLES {db}.{shadow} AND {db}.{model.name}{_on_cluster()}")
-        _drop(ch, db, shadow)
+    if table_exists(ch, model.name, db):
+        ch.command(f"EXCHANGE TABLES {db}.{shadow} AND {db}.{model.name}{on_cluster()}")
+        drop_table(ch, db, shadow)
     else:
-        ch.command(f"RENAME TABLE {db}.{shadow} TO {db}.{model.name}{_on_cluster()}")
+        ch.command(f"RENAME TABLE {db}.{shadow} TO {db}.{model.name}{on_cluster()}")
     return rows
 
 

@@ -348,6 +348,7 @@ def propagate_window(
         window,
     )
     result.repaired, result.replaced = _write_rows(ch, db, window, max(hi, horizon or hi))
+    ch.command(sql.record_trace_changes(), window)
     from orchestration.scores import propagate_scores  # scores.py builds on this module
 
     result.scores = propagate_scores(ch, lo, hi, max(hi, horizon or hi), db)
@@ -424,9 +425,10 @@ def publish_rows(ch: ClickHouse, db: str, params: dict) -> int:
     observations but the current one, from events and events_core; returns the rows removed.
 
     Readers switch over in one insert (the new rows published, the superseded ones hidden), then the
-    superseded rows are deleted and the propagation's ``events_hidden`` partition dropped. events_core is
-    only cleaned when events had superseded rows: a retry after a crash between the two deletes inserts new
-    current rows, so events has superseded rows again whenever events_core does.
+    superseded rows are deleted and the propagation's ``events_hidden`` partition dropped. What the rows
+    changed goes to ``change_log`` once they are visible (and before superseded rows are deleted).
+    events_core is only cleaned when events had superseded rows: a retry after a crash between the two
+    deletes inserts new current rows, so events has superseded rows again whenever events_core does.
     """
     sql = _statements(db)
     replaced = 0
@@ -434,6 +436,7 @@ def publish_rows(ch: ClickHouse, db: str, params: dict) -> int:
         replaced = query_scalar(ch, f"SELECT count() FROM ({sql.superseded('events')})", params)  # noqa: S608
     if replaced:
         ch.command(sql.publish_and_retire(), params)
+        ch.command(sql.record_changes(), params)  # the superseded rows' days and sessions, while they exist
         for table in ("events", "events_core"):
             ch.command(
                 f"DELETE FROM {db}.{table} WHERE start_time >= {{lookup_from:DateTime64(6, 'UTC')}} "  # noqa: S608
@@ -442,6 +445,8 @@ def publish_rows(ch: ClickHouse, db: str, params: dict) -> int:
                 params,
             )
     ch.command(f"ALTER TABLE {db}.events_hidden DROP PARTITION {{pid:String}}", params)  # noqa: S608
+    if not replaced:
+        ch.command(sql.record_changes(), params)  # once the rows are visible: a model may read it at once
     return replaced
 
 

@@ -56,6 +56,7 @@ def render(template: str, db: str = DATABASE, cluster: str | None = None, **extr
 def _template_values() -> dict[str, object]:
     """Values the DDL templates take from code and configuration."""
     from orchestration.propagation import TRACE_FIELDS, latest_attributes_sql, rank_sql, visible_sql
+    from orchestration.refresh import CHANGE_LOG_DAYS
     from orchestration.settings import load_settings
 
     return {
@@ -65,6 +66,7 @@ def _template_values() -> dict[str, object]:
         "visible": visible_sql,
         "latest_attributes": latest_attributes_sql,
         "core_truncate_chars": load_settings().core_truncate_chars,
+        "change_log_days": CHANGE_LOG_DAYS,
     }
 
 

@@ -41,11 +41,15 @@ def _write(ch: ClickHouse, db: str, sql: Any, params: dict, keys: str, versions:
         return 0
     ch.command(sql_module("propagation", db).mark_in_flight(), params)
     ch.command(sql.insert_latest(versions, keys), params)
-    if query_scalar(ch, f"SELECT count() FROM ({sql.superseded(keys)})", params):  # noqa: S608
+    superseded = query_scalar(ch, f"SELECT count() FROM ({sql.superseded(keys)})", params)  # noqa: S608
+    if superseded:
         ch.command(sql.publish(keys), params)
+        ch.command(sql.record_changes(keys), params)  # the superseded rows' days too, while they exist
         ch.command(
             f"DELETE FROM {db}.scores WHERE (project_id, id, propagation_id) IN ({sql.superseded(keys)})",  # noqa: S608
             params,
         )
     ch.command(f"ALTER TABLE {db}.events_hidden DROP PARTITION {{pid:String}}", params)  # noqa: S608
+    if not superseded:
+        ch.command(sql.record_changes(keys), params)
     return touched

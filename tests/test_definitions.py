@@ -84,6 +84,15 @@ def test_run_once_loads_the_shared_fixtures_and_exits_zero(env, s3):
     with open_clickhouse(None, env.chdb_path) as ch:
         assert query_scalar(ch, "SELECT count() FROM tracehouse.observations_staging") == 8
         assert query_scalar(ch, "SELECT count() FROM tracehouse.scores_staging") == 2
+    # nothing was due yet (the propagation delay); now it is, and the derived tables follow the change
+    done = subprocess.run(
+        [*cli, "--no-delay"], cwd=REPO, env=os.environ, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr
+    assert "model=trace_summaries rows=2 build='2 changed keys, 1 partitions'" in done.stdout
+    with open_clickhouse(None, env.chdb_path) as ch:
+        assert query_scalar(ch, "SELECT count() FROM tracehouse.trace_summaries") == 2
+        assert query_scalar(ch, "SELECT sum(scores) FROM tracehouse.scores_daily") == 2
 
 
 def test_propagation_and_its_checks_run_in_dagster(env, s3):

@@ -337,3 +337,19 @@ LEFT JOIN ({{ latest_attributes(
 ) }}) AS t ON e.project_id = t.project_id AND e.trace_id = t.trace_id
 WHERE e.start_time >= {since:DateTime64(6, 'UTC')}
 {%- endmacro %}
+
+{#- change_log: the (project, trace, session, day) of every row of the touched observations in events_core —
+    the rows just written and, before they are deleted, the rows they supersede. -#}
+{%- macro record_changes() -%}
+INSERT INTO {{ db }}.change_log (source, writer_id, project_id, trace_id, session_id, day)
+SELECT DISTINCT 'events', {pid:String}, project_id, trace_id, session_id, toDate(start_time)
+FROM {{ db }}.events_core
+WHERE start_time >= {lookup_from:DateTime64(6, 'UTC')} AND (project_id, id) IN ({{ keys() }})
+{%- endmacro %}
+
+{#- change_log: the traces whose attributes this write folded in (a trace with no observation included). -#}
+{%- macro record_trace_changes() -%}
+INSERT INTO {{ db }}.change_log (source, writer_id, project_id, trace_id, session_id, day)
+SELECT 'traces', {pid:String}, project_id, trace_id, session_id, toDate(first_start)
+FROM ({{ latest_attributes(touched_traces()) }})
+{%- endmacro %}

@@ -79,3 +79,11 @@ WHERE (project_id, id) IN ({{ keys }})
 {%- macro publish(keys) -%}
 {{ publish_and_retire('retired_score', superseded(keys)) }}
 {%- endmacro %}
+
+{#- change_log: the (project, trace, session, day) of every row of the touched scores — the rows just written
+    and, before they are deleted, the rows they supersede. -#}
+{%- macro record_changes(keys) -%}
+INSERT INTO {{ db }}.change_log (source, writer_id, project_id, trace_id, session_id, day)
+SELECT DISTINCT 'scores', {pid:String}, project_id, trace_id, session_id, toDate(timestamp)
+FROM {{ db }}.scores WHERE (project_id, id) IN ({{ keys }})
+{%- endmacro %}
