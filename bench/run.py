@@ -1,7 +1,8 @@
 """``tracehouse bench``: generate data, measure every stage on the embedded defaults, write bench/results/.
 
 Stages (``--only`` picks some): ``ingest`` (S3 → staging per format, and the ``url()`` floor),
-``propagation`` (window × history), ``reads`` (UI queries on events_core vs the legacy V3 tables),
+``propagation`` (window × history), ``summaries`` (keyed refresh after one window vs a whole rebuild),
+``reads`` (UI queries on events_core vs the legacy V3 tables),
 ``migration`` (legacy parts → events, rows/s, with 1, 2 and 4 parts at once). Each stage also reports the
 peak RSS of this process (chDB runs in it) while the stage ran. Ratios measured in one run matter more than
 absolute figures on a shared machine.
@@ -26,6 +27,7 @@ from typing import Any
 import psutil
 
 from bench import propagation as propagation_bench
+from bench import summaries as summaries_bench
 from orchestration.clickhouse import ClickHouse, query_scalar
 from orchestration.generate import generate
 from orchestration.legacy import generate_legacy
@@ -34,7 +36,7 @@ from orchestration.migration import migrate_part, prepare
 from orchestration.schema import apply_migrations
 from orchestration.settings import DATABASE, Settings
 
-STAGES = ("e2e", "ingest", "propagation", "reads", "migration")
+STAGES = ("e2e", "ingest", "propagation", "summaries", "reads", "migration")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -404,6 +406,9 @@ def run(
     stages = {
         "ingest": lambda: _ingest(ch, s3, settings, scale, report),
         "propagation": lambda: _propagation(ch, scale, report, say),
+        "summaries": lambda: report.figures.__setitem__(
+            "summaries", summaries_bench.run(ch, int(10_000_000 * scale), int(100_000 * scale), say)
+        ),
         "reads": lambda: _reads(ch, scale, report, say),
         "migration": lambda: _migration(ch, scale, report, say),
     }
@@ -524,6 +529,21 @@ def markdown(result: dict[str, Any]) -> str:
             + ".",
             "",
         ]
+    if "summaries" in f:
+        sm = f["summaries"]
+        lines += [
+            f"## Summary refresh at {sm['history']} observations, after one window of {sm['window']}",
+            "",
+            "| build | model | s | rows computed | changed keys | partitions replaced |",
+            "|---|---|---|---|---|---|",
+        ]
+        for label, figures in [("whole", sm["whole"]), *sm["refresh"].items()]:
+            lines += [
+                f"| {label} | {name} | {v['seconds']} | {v['rows']} | {v['changed_keys']} | "
+                f"{v['partitions']} |"
+                for name, v in figures.items()
+            ]
+        lines += ["", f"Refresh time as a share of the whole rebuild: {sm['refresh_share_of_whole']}.", ""]
     if "reads" in f:
         r = f["reads"]
         lines += [

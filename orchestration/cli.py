@@ -367,7 +367,7 @@ def migrate(rows_per_part: int, redo: bool) -> None:
 
 @main.command()
 @click.option("--scale", default=1.0, show_default=True, help="multiply data sizes (0.05: a smoke run)")
-@click.option("--only", default="e2e,ingest,propagation,reads,migration", show_default=True)
+@click.option("--only", default="e2e,ingest,propagation,summaries,reads,migration", show_default=True)
 @click.option(
     "--results", type=click.Path(path_type=Path), default=None, help="where to write (bench/results)"
 )
