@@ -9,8 +9,10 @@ from assets.migration import legacy_migration, legacy_snapshot, legacy_tables, m
 from assets.models import (
     MODEL_ASSETS,
     automation_sensor,
+    changed_days_schedule,
     nightly_recent_days,
     recent_days_job,
+    refresh_changed_days,
     replay_job,
 )
 from assets.raw import raw_batches
@@ -98,12 +100,19 @@ defs = dg.Definitions(
         propagate_events,
         check_events,
         recent_days_job,
+        refresh_changed_days,
         replay_job,
         migrate_legacy,
         replay_events_from_raw,
     ],
     sensors=[raw_bucket_sensor, automation_sensor],
-    schedules=[reconcile_schedule, propagation_schedule, check_events_schedule, nightly_recent_days],
+    schedules=[
+        reconcile_schedule,
+        propagation_schedule,
+        check_events_schedule,
+        nightly_recent_days,
+        changed_days_schedule,
+    ],
     resources=build_resources(),
     executor=_executor(),
 )

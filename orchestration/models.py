@@ -448,3 +448,12 @@ def days_in_events(ch: ClickHouse, since: date | None = None, db: str = DATABASE
         {"since": since or date(1970, 1, 1)},
     )
     return [r["d"] for r in rows]
+
+
+def rows_by_day(ch: ClickHouse, model: Model, db: str = DATABASE) -> dict[date, int]:
+    """Rows per day of an incremental model."""
+    rows = query_rows(
+        ch,
+        f"SELECT {model.partition_by} AS d, count() AS n FROM {db}.{model.name} GROUP BY d",  # noqa: S608
+    )
+    return {r["d"]: r["n"] for r in rows}

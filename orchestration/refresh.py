@@ -30,6 +30,7 @@ from datetime import date, datetime, timedelta
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
 from orchestration.models import (
     Model,
+    build_day,
     create_empty,
     drop_table,
     on_cluster,
@@ -105,7 +106,7 @@ def build(ch: ClickHouse, model: Model, db: str = DATABASE, full: bool = False) 
         else:
             result = Build(model.name, False, "changed days")
             result.partitions = changed_days(ch, model, since, now, db)
-            result.rows = rebuild(ch, model, result.partitions, db) if result.partitions else 0
+            result.rows = sum(build_day(ch, model, day, db) for day in result.partitions)
     _record_build(ch, model, result, now, db)
     return result
 

@@ -223,3 +223,43 @@ def test_a_refresh_killed_after_replacing_partitions_is_completed_by_the_next(en
         )
         assert sum(r["traces"] for r in left) == 0
         _equals_whole_rebuild(ch)
+
+
+def test_daily_models_follow_late_data_to_the_days_it_changed(env, s3, ch, monkeypatch):
+    """The hourly refresh_changed_days job rebuilds the days change_log lists — any day, not only the
+    nightly backfill's last three — and records each as a materialization of its partition."""
+    import dagster as dg
+
+    from assets.models import refresh_changed_days
+    from orchestration.models import build_day
+    from orchestration.resources import build_resources
+
+    monkeypatch.setattr(refresh, "LOOKBACK", timedelta(0))
+    _first_load(ch, s3, env)
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run() -> dict[str, set[str]]:
+        result = refresh_changed_days.execute_in_process(resources=build_resources(), instance=instance)
+        assert result.success
+        days: dict[str, set[str]] = {}
+        for event in result.get_asset_materialization_events():
+            m = event.materialization
+            days.setdefault(m.asset_key.path[-1], set()).add(m.partition)
+        return days
+
+    first = run()  # first build: whole, every day the models hold
+    assert first["usage_daily"] == {"2026-11-23", "2026-11-24"}
+    picked = _pick(ch)
+    _load(ch, s3, env, _late_batches(picked))
+    span_day = (picked["earlier"]["start"].date() - timedelta(days=1)).isoformat()
+    late = run()
+    # the late span's day (and the days of the rows the late batches rewrote: the v2 span moved a day on,
+    # the repaired rows of the moved trace); the late score's day for scores_daily
+    assert span_day in late["usage_daily"] and late["usage_daily"] == late["model_latency_daily"]
+    assert "2026-11-25" in late["usage_daily"] and late["scores_daily"] == {"2026-11-24"}
+    models = load_models()
+    got = _snapshot(ch, "usage_daily")
+    for day in {"2026-11-22", "2026-11-23", "2026-11-24", "2026-11-25"}:
+        build_day(ch, models["usage_daily"], datetime.fromisoformat(day).date())
+    assert _snapshot(ch, "usage_daily") == got  # equal to rebuilding every day
+    assert run() == {}  # nothing changed since
