@@ -89,6 +89,7 @@ def _core_lineage() -> dg.TableColumnLineage:
     specs=[
         dg.AssetSpec(
             EVENTS,
+            skippable=True,
             deps=[OBSERVATIONS_STAGING, TRACES_STAGING, dg.AssetKey("legacy_migration")],
             group_name="events",
             kinds={"clickhouse"},
@@ -97,6 +98,7 @@ def _core_lineage() -> dg.TableColumnLineage:
         ),
         dg.AssetSpec(
             EVENTS_CORE,
+            skippable=True,
             deps=[EVENTS],
             group_name="events",
             kinds={"clickhouse"},
@@ -105,6 +107,7 @@ def _core_lineage() -> dg.TableColumnLineage:
         ),
         dg.AssetSpec(
             TRACES,
+            skippable=True,
             deps=[TRACES_STAGING, OBSERVATIONS_STAGING],
             group_name="events",
             kinds={"clickhouse"},
@@ -114,6 +117,7 @@ def _core_lineage() -> dg.TableColumnLineage:
         ),
         dg.AssetSpec(
             SCORES,
+            skippable=True,
             deps=[SCORES_STAGING],
             group_name="events",
             kinds={"clickhouse"},
@@ -146,6 +150,11 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
         lag = None
         if report.watermark is not None:
             lag = (server_now(ch) - report.watermark).total_seconds()
+        if not report.windows:
+            # nothing was due: no materialization, so the models' "deps updated" rules and the events
+            # checks (which run after this step in the same job) only follow real new data
+            context.log.info(f"no window due; watermark lag {lag} s")
+            return
         run_metadata = {
             "windows": len(report.windows),
             "observations_propagated": report.observations,

@@ -45,8 +45,9 @@ reconcile_schedule = dg.ScheduleDefinition(
 
 propagate_events = dg.define_asset_job(
     "propagate_events",
-    selection=dg.AssetSelection.assets(propagation).without_checks(),
-    description="Propagate the due windows of committed staging rows into events (and events_core).",
+    selection=dg.AssetSelection.assets(propagation) | dg.AssetSelection.checks(*EVENTS_CHECKS),
+    description="Propagate the due windows of committed staging rows into events (and events_core); "
+    "when a window ran, the events checks follow in the same run.",
 )
 
 

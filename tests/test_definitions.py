@@ -96,23 +96,32 @@ def test_run_once_loads_the_shared_fixtures_and_exits_zero(env, s3):
 
 
 def test_propagation_and_its_checks_run_in_dagster(env, s3):
+    """The scheduled propagate_events job: with nothing due it records no materialization (the models'
+    "deps updated" rule and the checks only follow new data); after a window, the events checks run in
+    the same run, so they are evaluated against every materialization."""
     from assets.events import EVENTS_CHECKS, propagation
     from assets.staging import staging_tables
+    from orchestration.definitions import propagate_events
     from orchestration.resources import build_resources
 
+    # the code location's job, with resources of this test's home (the module's were built at import)
+    job = dg.Definitions(
+        assets=[propagation], asset_checks=EVENTS_CHECKS, jobs=[propagate_events], resources=build_resources()
+    ).resolve_job_def("propagate_events")
+    instance = dg.DagsterInstance.ephemeral()
+    config = {"ops": {"propagation": {"config": {"delay_seconds": 0}}}}
+    idle = job.execute_in_process(run_config=config, instance=instance)
+    assert idle.success
+    assert not idle.get_asset_materialization_events() and not idle.get_asset_check_evaluations()
+
     keys = [put(s3, env, minute_key("proj-1", "ingestion", "b.json"), INGESTION_V2.read_bytes())]
-    resources = build_resources()
     loaded = dg.materialize(
         [staging_tables],
-        resources=resources,
+        resources=build_resources(),
         run_config={"ops": {"staging_tables": {"config": {"keys": keys}}}},
     )
     assert loaded.success
-    result = dg.materialize(
-        [propagation, *EVENTS_CHECKS],
-        resources=resources,
-        run_config={"ops": {"propagation": {"config": {"delay_seconds": 0}}}},
-    )
+    result = job.execute_in_process(run_config=config, instance=instance)
     assert result.success
     meta = {
         m.materialization.asset_key.path[-1]: m.materialization.metadata
