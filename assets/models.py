@@ -32,10 +32,12 @@ GROUP = "analytics"
 DAILY = dg.DailyPartitionsDefinition(
     start_date=os.environ.get("TRACEHOUSE_START_DATE") or "2026-01-01", end_offset=1
 )
-# Hourly once the upstream tables have new data; and at once while a model (today's partition of a daily one)
-# has never been built and its upstream tables exist, so a fresh `make dev` shows the models after the first
-# propagation instead of at the top of the hour (on_missing() would not: it ignores what is already missing
-# when the sensor starts). A failed build waits for the hourly tick instead of being retried every tick.
+# A model is built as soon as one of its upstream tables has new data (events only records a materialization
+# when a propagation window wrote rows; keyed refreshes cost a few percent of a whole build: bench/README.md),
+# or on TRACEHOUSE_MODELS_CRON's schedule after new data when set (a production cadence, e.g. "0 * * * *").
+# And at once while a model (today's partition of a daily one) has never been built and its upstream tables
+# exist: eager() and on_missing() ignore what is already missing when the sensor starts, so a fresh
+# `make dev` would wait for the next new data. A failed build is not retried every tick.
 FIRST_BUILD = (
     dg.AutomationCondition.in_latest_time_window()
     & dg.AutomationCondition.missing()
@@ -43,7 +45,15 @@ FIRST_BUILD = (
     & ~dg.AutomationCondition.in_progress()
     & ~dg.AutomationCondition.execution_failed()
 ).with_label("first_build")
-AUTOMATION = dg.AutomationCondition.on_cron("0 * * * *") | FIRST_BUILD
+
+
+def automation(cron: str | None) -> dg.AutomationCondition:
+    """When the models are built: after new upstream data (eager), or on ``cron`` after new data."""
+    follow = dg.AutomationCondition.on_cron(cron) if cron else dg.AutomationCondition.eager()
+    return follow | FIRST_BUILD
+
+
+AUTOMATION = automation(os.environ.get("TRACEHOUSE_MODELS_CRON") or None)
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=3), warn_window=timedelta(hours=2))
 
 
@@ -125,7 +135,10 @@ def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
                 metadata["dagster/row_count"] = rows
             yield dg.MaterializeResult(metadata=metadata)
             yield _key_check(ch, model)
-            yield _reconcile_check(ch, model)
+            built_days = (
+                [date.fromisoformat(k) for k in context.partition_keys] if model.incremental else None
+            )
+            yield _reconcile_check(ch, model, built_days)
 
     return _asset
 
@@ -139,13 +152,18 @@ def _key_check(ch, model: Model) -> dg.AssetCheckResult:
     )
 
 
-def _reconcile_check(ch, model: Model) -> dg.AssetCheckResult:
-    differences = reconcile(ch, model)
+def _reconcile_check(ch, model: Model, days: list[date] | None) -> dg.AssetCheckResult:
+    """The days just built (a nightly backfill of three days says nothing about today), or the table."""
+    differences = reconcile(ch, model, days=days)
     return dg.AssetCheckResult(
         check_name="reconciles_with_events",
         passed=not differences,
         severity=dg.AssetCheckSeverity.WARN,  # late data since the build also shows here: re-run the day
-        metadata={"differences": len(differences), "first_differences": str(differences[:5])},
+        metadata={
+            "differences": len(differences),
+            "first_differences": str(differences[:5]),
+            "days_checked": ", ".join(str(d) for d in days) if days is not None else "all",
+        },
     )
 
 
@@ -157,8 +175,8 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "analytics_automation",
     target=dg.AssetSelection.groups(GROUP),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Keeps the analytics models following events: built once events exist, then hourly after "
-    "new data.",
+    description="Keeps the analytics models following events: built once events exist, then after new "
+    "data (or on TRACEHOUSE_MODELS_CRON after new data).",
 )
 
 recent_days_job = dg.define_asset_job(

@@ -408,31 +408,36 @@ def key_violations(ch: ClickHouse, model: Model, db: str = DATABASE) -> dict[str
     return {"empty_keys": row["empty_keys"], "duplicate_keys": row["duplicate_keys"]}
 
 
-def reconcile(ch: ClickHouse, model: Model, db: str = DATABASE) -> list[dict[str, Any]]:
-    """Measures that differ between the model and events_core: per day for incremental models (the days the
-    model holds), over the whole table otherwise."""
+def reconcile(
+    ch: ClickHouse, model: Model, db: str = DATABASE, days: list[date] | None = None
+) -> list[dict[str, Any]]:
+    """Measures that differ between the model and events_core: per day for incremental models (``days``,
+    the days a build just made; default every day the model holds), over the whole table otherwise."""
     if not model.reconcile:
         return []
     measures = list(model.reconcile.items())
     model_side = ", ".join(f"toFloat64(sum({col})) AS m_{i}" for i, (col, _) in enumerate(measures))
     source_side = ", ".join(f"toFloat64({expr}) AS s_{i}" for i, (_, expr) in enumerate(measures))
     where = model.config.get("reconcile_where", "1 = 1")
+    scope_params: dict[str, Any] = {}
     if model.incremental:
         day_col = model.config.get("partition_by", "day")
+        scope = f"{day_col} IN {{days:Array(Date)}}" if days is not None else "1 = 1"
         sql = (
             f"SELECT d, {', '.join(f'm_{i}, s_{i}' for i in range(len(measures)))} FROM "  # noqa: S608
-            f"(SELECT {day_col} AS d, {model_side} FROM {db}.{model.name} GROUP BY d) AS m "
+            f"(SELECT {day_col} AS d, {model_side} FROM {db}.{model.name} WHERE {scope} GROUP BY d) AS m "
             f"LEFT JOIN (SELECT toDate(start_time) AS d, {source_side} FROM {db}.events_core{VISIBLE} "
             f"WHERE {where} AND toDate(start_time) IN (SELECT DISTINCT {day_col} FROM {db}.{model.name}) "
             "GROUP BY d) AS s USING (d)"
         )
+        scope_params = {"days": days} if days is not None else {}
     else:
         sql = (
             f"SELECT 'all' AS d, * FROM (SELECT {model_side} FROM {db}.{model.name}) AS m "  # noqa: S608
             f"CROSS JOIN (SELECT {source_side} FROM {db}.events_core{VISIBLE} WHERE {where}) AS s"
         )
     differences = []
-    for row in query_rows(ch, sql):
+    for row in query_rows(ch, sql, scope_params):
         for i, (col, _expr) in enumerate(measures):
             got, want = row[f"m_{i}"] or 0.0, row[f"s_{i}"] or 0.0
             if abs(got - want) > 1e-6 * max(1.0, abs(want)):

@@ -184,4 +184,27 @@ def test_models_are_built_as_soon_as_events_exist_not_at_the_top_of_the_hour():
     third = dg.evaluate_automation_conditions(
         defs=defs, instance=instance, asset_selection=analytics, cursor=second.cursor
     )
-    assert third.total_requested == 0  # built: from here on, hourly after new data
+    assert third.total_requested == 0  # built: nothing new
+    instance.report_runless_asset_event(dg.AssetMaterialization("events_core"))  # a window wrote rows
+    fourth = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=analytics, cursor=third.cursor
+    )
+    following = {r.key.path[-1] for r in fourth.results if not r.true_subset.is_empty}
+    on_core = {n for n, m in MODELS.items() if "events_core" in m.sources}
+    # within the tick, and the models built on them in the same tick
+    assert following == on_core | {n for n, m in MODELS.items() if set(m.refs) & on_core}
+
+
+def test_a_models_cron_sets_the_production_cadence(monkeypatch):
+    """Without TRACEHOUSE_MODELS_CRON models follow new data (eager); with it, its cron after new data
+    (Dagster's on_cron, whose timing Dagster tests); a first build happens at once either way."""
+    import importlib
+
+    import assets.models
+
+    monkeypatch.setenv("TRACEHOUSE_MODELS_CRON", "0 * * * *")
+    cron = importlib.reload(assets.models).AUTOMATION
+    monkeypatch.delenv("TRACEHOUSE_MODELS_CRON")
+    follow = importlib.reload(assets.models).AUTOMATION
+    assert [c.get_label() for c in cron.children] == ["on_cron(0 * * * *, UTC)", "first_build"]
+    assert [c.get_label() for c in follow.children] == ["eager", "first_build"]

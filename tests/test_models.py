@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections import defaultdict
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -251,7 +252,13 @@ def test_checks_fail_on_tampered_data(filled):
     assert key_violations(ch, usage) == {"empty_keys": 0, "duplicate_keys": 0} and reconcile(ch, usage) == []
     ch.command(f"INSERT INTO {DB}.usage_daily SELECT * FROM {DB}.usage_daily LIMIT 1")
     assert key_violations(ch, usage)["duplicate_keys"] == 1
-    assert reconcile(ch, usage)  # the duplicate also breaks the totals
+    broken = reconcile(ch, usage)  # the duplicate also breaks the totals
+    assert broken
+    # scoped to the days a build made: the broken day shows, the others do not
+    bad = {d["day"] for d in broken}
+    others = [d for d in days_in_events(ch) if str(d) not in bad]
+    assert reconcile(ch, usage, days=[date.fromisoformat(d) for d in bad]) and others
+    assert reconcile(ch, usage, days=others) == []
     ch.command(
         f"ALTER TABLE {DB}.trace_summaries UPDATE total_cost = total_cost + 1 WHERE 1 "
         "SETTINGS mutations_sync = 2"
