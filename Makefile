@@ -18,6 +18,7 @@ dev: install
 	$(BIN)/tracehouse dev --port $(PORT)
 
 test: install
+	bash tests/ensure_chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

@@ -59,7 +59,7 @@ def _wait_loaded(instance: dg.DagsterInstance, keys: set[str], timeout: float = 
 def run_e2e(
     home: Path, s3, seconds: float, say: Callable[[str], None], interval: float = 2.0, burst: int = 40
 ) -> dict[str, Any]:
-    from orchestration.cli import _write_dagster_home, dagster_dev_command
+    from orchestration.cli import dagster_dev_command, write_dagster_home
     from orchestration.settings import load_settings
 
     bucket = "tracehouse-e2e"
@@ -67,7 +67,7 @@ def run_e2e(
     restore = mock.patch.dict(os.environ, {"TRACEHOUSE_HOME": str(home), "RAW_BUCKET": bucket})
     restore.start()
     settings = load_settings()
-    os.environ["DAGSTER_HOME"] = str(_write_dagster_home(settings))
+    os.environ["DAGSTER_HOME"] = str(write_dagster_home(settings))
     port = free_port()
     log = (home / "dagster.log").open("w")
     process = subprocess.Popen(

@@ -32,6 +32,8 @@ _DAGSTER_YAML = """\
 # Written by `tracehouse dev`. Embedded chDB allows one process per data folder, so runs never overlap.
 telemetry:
   enabled: false
+nux:
+  enabled: false  # no "join the community" pop-up on the first visit
 concurrency:
   runs:
     max_concurrent_runs: {max_runs}
@@ -62,7 +64,7 @@ def environment(start_s3: bool = True) -> Iterator[Settings]:
         yield settings
 
 
-def _write_dagster_home(settings: Settings) -> Path:
+def write_dagster_home(settings: Settings) -> Path:
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     limit = 1 if settings.embedded else 8
@@ -131,7 +133,7 @@ def dev(port: int, demo: bool, demo_interval: float) -> None:
 
         with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
             apply_migrations(ch)
-        os.environ["DAGSTER_HOME"] = str(_write_dagster_home(settings))
+        os.environ["DAGSTER_HOME"] = str(write_dagster_home(settings))
         stop = threading.Event()
         if demo:
             threading.Thread(target=_demo_loop, args=(settings, demo_interval, stop), daemon=True).start()
