@@ -1,15 +1,17 @@
 """Stage 4: the historic migration of legacy tables into ``events``, one frozen ClickHouse part per partition.
 
-``legacy_snapshot`` copies and freezes the legacy tables and registers one dynamic partition per part;
-``legacy_migration`` migrates and verifies one part per run (the ``legacy_migration`` pool caps how many run
-at once). A crash leaves that partition failed: a backfill of the missing/failed partitions resumes.
+``legacy_snapshot`` copies and freezes the legacy tables and registers one dynamic partition per part,
+named after the part's hash bucket (``bucket-007``: a ClickHouse part name such as ``0_1_1_1`` says
+nothing to a reader) and removes the partitions of an earlier snapshot; ``legacy_migration`` migrates and
+verifies one part per run (the ``legacy_migration`` pool caps how many run at once). A crash leaves that
+partition failed: a backfill of the missing/failed partitions resumes.
 """
 
 import dagster as dg
 from pydantic import Field
 
 from assets.staging import table_metadata
-from orchestration.migration import migrate_part, prepare
+from orchestration.migration import Part, migrate_part, parts, prepare
 from orchestration.resources import ClickHouseResource
 from orchestration.settings import LEGACY_DATABASE
 
@@ -24,6 +26,11 @@ legacy_tables = [
     )
     for table in ("observations", "traces")
 ]
+
+
+def partition_key(part: Part, width: int = 3) -> str:
+    """The Dagster partition of a frozen part: its bucket (one part per bucket after the snapshot)."""
+    return f"bucket-{part.bucket.zfill(width)}"
 
 
 class SnapshotConfig(dg.Config):
@@ -44,11 +51,13 @@ def legacy_snapshot(
     with clickhouse.connect() as ch:
         found = prepare(ch, rows_per_part=config.rows_per_part)
         metadata = table_metadata(ch, "migration_observations")
-    names = [p.name for p in found]
+    keys = [partition_key(p) for p in found]
     known = set(context.instance.get_dynamic_partitions(LEGACY_PARTS.name))
-    context.instance.add_dynamic_partitions(LEGACY_PARTS.name, [n for n in names if n not in known])
+    context.instance.add_dynamic_partitions(LEGACY_PARTS.name, [k for k in keys if k not in known])
+    for stale in known - set(keys):  # an earlier snapshot's parts: their copies are gone
+        context.instance.delete_dynamic_partition(LEGACY_PARTS.name, stale)
     return dg.MaterializeResult(
-        metadata={**metadata, "parts": len(names), "dagster/row_count": sum(p.rows for p in found)}
+        metadata={**metadata, "parts": len(keys), "dagster/row_count": sum(p.rows for p in found)}
     )
 
 
@@ -66,10 +75,17 @@ def legacy_migration(
     context: dg.AssetExecutionContext, clickhouse: ClickHouseResource
 ) -> dg.MaterializeResult:
     with clickhouse.connect() as ch:
-        result = migrate_part(ch, context.partition_key)
+        found = {partition_key(p): p.name for p in parts(ch)}
+        if context.partition_key not in found:
+            raise dg.Failure(
+                description=f"{context.partition_key} is not a part of the current snapshot (re-run "
+                "legacy_snapshot and backfill its partitions)"
+            )
+        result = migrate_part(ch, found[context.partition_key])
         table = table_metadata(ch, "events", count=False)  # the part's rows are the figures below
     metadata = {
         **table,
+        "part": result.part,
         "observations": result.observations,
         "superseded_rows_removed": result.superseded,
         "live_rows_repaired": result.repaired,
