@@ -5,6 +5,8 @@ The sensor passes the keys of a batch in run config; ``scan_all`` (the reconcili
 ``tracehouse run-once``) loads every object in the bucket the ledger has not committed.
 """
 
+import re
+
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
@@ -22,7 +24,29 @@ _DESCRIPTIONS = {
     "traces_staging": "Trace-level records from legacy trace-create events; the latest non-empty field wins.",
     "scores_staging": "Scores from legacy batches and the scores API.",
 }
-_TYPE_MAP = {"UInt": "int", "Int": "int", "Float": "float", "Bool": "bool", "DateTime": "timestamp"}
+_SCALARS = (
+    ("UInt", "int"),
+    ("Int", "int"),
+    ("Float", "float"),
+    ("Decimal", "decimal"),
+    ("Bool", "bool"),
+    ("DateTime", "timestamp"),
+    ("Date", "date"),
+    ("String", "string"),
+    ("UUID", "string"),
+)
+_WRAPPER = re.compile(r"^(?:Nullable|LowCardinality)\((.*)\)$")
+
+
+def column_type(clickhouse_type: str) -> str:
+    """A column's type as Dagster shows it: scalars by family (``Nullable``/``LowCardinality`` unwrapped),
+    composite types as ClickHouse spells them (``Map(String, UInt64)`` is not an int)."""
+    inner = clickhouse_type
+    while match := _WRAPPER.match(inner):
+        inner = match.group(1)
+    if "(" in inner and not inner.startswith(("Decimal", "DateTime", "FixedString")):
+        return clickhouse_type
+    return next((name for prefix, name in _SCALARS if inner.startswith(prefix)), clickhouse_type)
 
 
 class StagingLoadConfig(dg.Config):
@@ -43,7 +67,7 @@ def table_metadata(ch: ClickHouse, table: str, db: str = DATABASE, count: bool =
         columns=[
             dg.TableColumn(
                 c["name"],
-                next((v for k, v in _TYPE_MAP.items() if k in c["type"]), c["type"]),
+                column_type(c["type"]),
                 description=c["comment"] or c["type"],
             )
             for c in columns

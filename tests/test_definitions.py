@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from orchestration.clickhouse import open_clickhouse, query_scalar
 from tests.conftest import INGESTION_V2, OTLP_PB, SCORES_V5, minute_key, put
@@ -71,6 +72,25 @@ def test_staging_assets_materialize_with_real_resources(env, s3):
     fixed = load([], scan_all=True)
     meta = fixed.get_asset_materialization_events()[-1].materialization.metadata
     assert meta["quarantined_outstanding"].value == 0 and fixed.get_asset_check_evaluations()[0].passed
+
+
+@pytest.mark.parametrize(
+    ("clickhouse_type", "shown"),
+    [
+        ("Map(String, UInt64)", "Map(String, UInt64)"),
+        ("Array(LowCardinality(String))", "Array(LowCardinality(String))"),
+        ("Nullable(Decimal(18, 12))", "decimal"),
+        ("LowCardinality(Nullable(String))", "string"),
+        ("DateTime64(3, 'UTC')", "timestamp"),
+        ("Nullable(Float64)", "float"),
+        ("UInt32", "int"),
+        ("Date", "date"),
+    ],
+)
+def test_column_schema_types_follow_clickhouse_types(clickhouse_type, shown):
+    from assets.staging import column_type
+
+    assert column_type(clickhouse_type) == shown
 
 
 def test_run_once_loads_the_shared_fixtures_and_exits_zero(env, s3):

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import BotoCoreError, ClientError
 
 from orchestration.clickhouse import open_clickhouse, query_rows, query_scalar
 from orchestration.generate import generate
@@ -16,6 +17,7 @@ from orchestration.models import load_models, rebuild
 from orchestration.propagation import propagate
 from orchestration.schema import apply_migrations
 from orchestration.settings import load_settings
+from tests.conftest import INGESTION_V2, minute_key, put
 
 DB = "tracehouse"
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +38,7 @@ def test_s3_stopping_mid_load_fails_cleanly_and_the_next_run_completes(env, tmp_
                 if server.process is not None:
                     server.stop()
 
-            with pytest.raises(Exception) as failure:  # noqa: B017 (boto's connection errors vary)
+            with pytest.raises((BotoCoreError, ClientError, OSError)) as failure:  # S3 is down, not the data
                 load_objects(ch, client, keys, settings, run_id="r1", group_bytes=1, fetch_threads=1,
                              on_object=stop_after_first)  # fmt: skip
             assert "quarantin" not in str(failure.value)
@@ -107,13 +109,33 @@ def test_replay_killed_before_the_swap_leaves_the_model_whole(env, s3):
         assert query_rows(ch, f"SELECT * FROM {DB}.trace_summaries ORDER BY ALL") == before
 
 
-def test_loads_and_propagation_retry_with_backoff():
-    from assets.events import propagation
-    from assets.staging import staging_tables
+def test_a_load_that_fails_on_a_transient_fault_is_retried_by_dagster(env, s3, monkeypatch):
+    """The staging asset's own retry policy: ClickHouse unreachable on the first attempt, loaded on the
+    retry (after the policy's 10 s delay), in one run."""
+    import dagster as dg
 
-    for asset in (staging_tables, propagation):
-        policy = asset.op.retry_policy
-        assert policy is not None and policy.max_retries >= 2 and policy.backoff is not None
+    from assets.staging import staging_tables
+    from orchestration.resources import ClickHouseResource, build_resources
+
+    attempts = []
+    connect = ClickHouseResource.connect
+
+    def unreachable_once(self):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return connect(self)
+
+    monkeypatch.setattr(ClickHouseResource, "connect", unreachable_once)
+    key = put(s3, env, minute_key("p1", "ingestion", "b.json"), INGESTION_V2.read_bytes())
+    result = dg.materialize(
+        [staging_tables],
+        resources=build_resources(),
+        run_config={"ops": {"staging_tables": {"config": {"keys": [key]}}}},
+    )
+    assert result.success and len(attempts) == 2
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retried) == 1
 
 
 def test_a_killed_parser_process_is_replaced(env, s3, ch, monkeypatch):
@@ -136,9 +158,10 @@ def test_a_killed_parser_process_is_replaced(env, s3, ch, monkeypatch):
         return executor
 
     monkeypatch.setattr(loader.ParserPool, "_current", current_whose_first_pool_dies)
+    monkeypatch.setattr(loader.os, "cpu_count", lambda: 2)  # a pool also on a one-core machine
     report = load_objects(ch, s3, keys, env, run_id="t")
     assert report.count("loaded") == 4
-    assert len(executors) == (2 if (os.cpu_count() or 1) >= 2 else 0)  # one core: the thread parses
+    assert len(executors) == 2  # the dead pool was replaced
 
 
 def _load_in_a_spawned_child(keys: list[str], environ: dict[str, str]) -> None:

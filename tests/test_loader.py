@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -202,7 +203,8 @@ def test_sigkill_at_a_random_moment_then_rerun_is_exact(env, s3):
         s = load_settings()
         with open_clickhouse(None, s.chdb_path) as ch:
             print("open", flush=True)
-            load_objects(ch, s3_client(s.s3_endpoint_url), sys.argv[1].split(","), s, group_bytes=20_000)
+            load_objects(ch, s3_client(s.s3_endpoint_url), sys.argv[1].split(","), s, group_bytes=20_000,
+                         on_object=lambda outcome: print("object", flush=True))
     """)
     proc = subprocess.Popen(
         [sys.executable, "-c", script, ",".join(summary.keys)],
@@ -211,9 +213,17 @@ def test_sigkill_at_a_random_moment_then_rerun_is_exact(env, s3):
         text=True,
     )
     assert proc.stdout.readline().strip() == "open"
-    time.sleep(0.3)
+    assert proc.stdout.readline().strip() == "object"  # killed once objects are committed, before the end
+    time.sleep(random.uniform(0, 0.2))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    with open_clickhouse(None, env.chdb_path) as ch:  # it really died mid-load
+        loaded = query_scalar(
+            ch,
+            f"SELECT count() FROM (SELECT source_key FROM {DB}.ingest_ledger GROUP BY source_key "
+            "HAVING argMax(status, recorded_at) = 'loaded')",
+        )
+        assert 0 < loaded < len(summary.keys)
     with open_clickhouse(None, env.chdb_path) as ch:
         load_objects(ch, s3, summary.keys, env, run_id="retry")
         assert query_scalar(ch, f"SELECT count() FROM {DB}.observations_staging") == expected
