@@ -79,6 +79,21 @@ def table_metadata(ch: ClickHouse, table: str, db: str = DATABASE, count: bool =
     return metadata
 
 
+def append_only_version(ch: ClickHouse, table: str, db: str = DATABASE) -> dg.DataVersion:
+    """The data version of an append-only staging table: its generation (the table's UUID), not its content.
+
+    Propagation consumes staging in time windows behind a delay, on purpose; an append is not a reason to
+    call ``events`` "Unsynced" (it would be, permanently, between every two windows). How far behind
+    ``events`` is shows as ``watermark_lag_seconds`` on each propagation and in the ``events_complete``
+    check; "Unsynced" means a staging table was recreated, which is when ``events`` must be rebuilt."""
+    uuid = query_scalar(
+        ch,
+        "SELECT toString(uuid) FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        {"db": db, "t": table},
+    )
+    return dg.DataVersion(f"append-only:{uuid}")
+
+
 def outstanding_quarantine(ch: ClickHouse, limit: int = 50, db: str = DATABASE) -> tuple[int, list[dict]]:
     """Objects whose latest ledger state is ``quarantined``: not yet resolved (an object fixed by re-uploading
     it under the same key loads again and leaves this list). Returns (how many, the first ``limit``).
@@ -188,6 +203,7 @@ def staging_tables(
         for table in STAGING_TABLES:
             yield dg.MaterializeResult(
                 asset_key=table,
+                data_version=append_only_version(ch, table),
                 metadata={
                     **table_metadata(ch, table),
                     "rows_loaded": report.rows(table.removesuffix("_staging")),

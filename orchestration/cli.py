@@ -34,6 +34,8 @@ telemetry:
   enabled: false
 nux:
   enabled: false  # no "join the community" pop-up on the first visit
+freshness:
+  enabled: true  # the models' freshness policies are evaluated by the daemon (Dagster 1.13's default, said)
 concurrency:
   runs:
     max_concurrent_runs: {max_runs}
