@@ -24,9 +24,11 @@ from orchestration.models import (
     rebuild,
     reconcile,
     rows_by_day,
+    table_exists,
 )
 from orchestration.refresh import build
 from orchestration.resources import ClickHouseResource
+from orchestration.settings import DATABASE
 
 GROUP = "analytics"
 DAILY = dg.DailyPartitionsDefinition(
@@ -54,6 +56,7 @@ def automation(cron: str | None) -> dg.AutomationCondition:
 
 
 AUTOMATION = automation(os.environ.get("TRACEHOUSE_MODELS_CRON") or None)
+DAYS_BUILT = "days_built"  # materialization metadata: the days a build made, what reconcile checks
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=3), warn_window=timedelta(hours=2))
 
 
@@ -94,16 +97,6 @@ def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
             "materialized": model.materialized,
             "column_lineage": lineage_table,  # the OSS UI draws dagster/column_lineage only in Dagster+
         },
-        check_specs=[
-            dg.AssetCheckSpec(
-                "unique_not_null_keys", asset=model.name, description="key parts set and unique"
-            ),
-            dg.AssetCheckSpec(
-                "reconciles_with_events",
-                asset=model.name,
-                description="totals equal the same measures computed on events_core",
-            ),
-        ],
     )
     def _asset(context: dg.AssetExecutionContext, config: ModelBuildConfig, clickhouse: ClickHouseResource):
         with clickhouse.connect() as ch:
@@ -129,46 +122,84 @@ def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
                 "dagster/column_lineage": lineage,
                 "column_lineage": lineage_table,
             }
+            if model.incremental:
+                metadata[DAYS_BUILT] = ", ".join(context.partition_keys)  # what the reconcile check checks
             if model.incremental and len(context.partition_keys) == 1:
                 # a day's materialization reports that day's rows, not the whole table's
                 metadata["table_rows"] = metadata["dagster/row_count"]
                 metadata["dagster/row_count"] = rows
             yield dg.MaterializeResult(metadata=metadata)
-            yield _key_check(ch, model)
-            built_days = (
-                [date.fromisoformat(k) for k in context.partition_keys] if model.incremental else None
-            )
-            yield _reconcile_check(ch, model, built_days)
 
     return _asset
 
 
-def _key_check(ch, model: Model) -> dg.AssetCheckResult:
-    violations = key_violations(ch, model)
+def _days_built(context: dg.AssetCheckExecutionContext, model: Model) -> list[date] | None:
+    """The days the latest build of an incremental model made (``None``: the whole table). A check run
+    with the build sees that build; run alone, it checks what the latest build claimed."""
+    if not model.incremental:
+        return None
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(model.name))
+    built = (
+        event.asset_materialization.metadata.get(DAYS_BUILT)
+        if event and event.asset_materialization
+        else None
+    )
+    if built is None:
+        return None  # not built by this instance yet: every day it holds
+    return [date.fromisoformat(d) for d in str(built.value).split(", ") if d]
+
+
+def _not_built(model: Model) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        check_name="unique_not_null_keys",
-        passed=not any(violations.values()),
-        metadata={**violations, "key": ", ".join(model.unique_key)},
+        passed=False, metadata={"reason": f"tracehouse.{model.name} does not exist yet: materialize it first"}
     )
 
 
-def _reconcile_check(ch, model: Model, days: list[date] | None) -> dg.AssetCheckResult:
-    """The days just built (a nightly backfill of three days says nothing about today), or the table."""
-    differences = reconcile(ch, model, days=days)
-    return dg.AssetCheckResult(
-        check_name="reconciles_with_events",
-        passed=not differences,
-        severity=dg.AssetCheckSeverity.WARN,  # late data since the build also shows here: re-run the day
-        metadata={
-            "differences": len(differences),
-            "first_differences": str(differences[:5]),
-            "days_checked": ", ".join(str(d) for d in days) if days is not None else "all",
-        },
+def _model_checks(model: Model) -> list[dg.AssetChecksDefinition]:
+    """The model's checks as definitions of their own: they ride along with every build (asset jobs,
+    automation, backfills) and can be executed alone from the asset's Checks tab."""
+
+    @dg.asset_check(asset=model.name, name="unique_not_null_keys", description="key parts set and unique")
+    def keys(clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
+        with clickhouse.connect() as ch:
+            if not table_exists(ch, model.name, DATABASE):
+                return _not_built(model)
+            violations = key_violations(ch, model)
+        return dg.AssetCheckResult(
+            passed=not any(violations.values()),
+            metadata={**violations, "key": ", ".join(model.unique_key)},
+        )
+
+    @dg.asset_check(
+        asset=model.name,
+        name="reconciles_with_events",
+        description="totals equal the same measures computed on events_core (daily models: on the days "
+        "the latest build made — a nightly backfill of three days says nothing about today)",
     )
+    def reconciles(
+        context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
+    ) -> dg.AssetCheckResult:
+        days = _days_built(context, model)
+        with clickhouse.connect() as ch:
+            if not table_exists(ch, model.name, DATABASE):
+                return _not_built(model)
+            differences = reconcile(ch, model, days=days)
+        return dg.AssetCheckResult(
+            passed=not differences,
+            severity=dg.AssetCheckSeverity.WARN,  # late data since the build also shows: re-run the day
+            metadata={
+                "differences": len(differences),
+                "first_differences": str(differences[:5]),
+                "days_checked": ", ".join(str(d) for d in days) if days is not None else "all",
+            },
+        )
+
+    return [keys, reconciles]
 
 
 MODELS = load_models()
 MODEL_ASSETS = [_model_asset(m, MODELS) for m in MODELS.values()]
+MODEL_CHECKS = [check for m in MODELS.values() for check in _model_checks(m)]
 INCREMENTAL = [a for a, m in zip(MODEL_ASSETS, MODELS.values(), strict=True) if m.incremental]
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
@@ -212,6 +243,7 @@ def refresh_changed_days_op(context: dg.OpExecutionContext, clickhouse: ClickHou
             rows = rows_by_day(ch, model)
             days = result.partitions if not result.full else sorted(rows)
             context.log.info(f"{model.name}: {result.reason}, {len(days)} days, {result.rows} rows")
+            built = ", ".join(d.isoformat() for d in days)
             for day in days:
                 if DAILY.has_partition_key(day.isoformat()):
                     yield dg.AssetMaterialization(
@@ -221,6 +253,7 @@ def refresh_changed_days_op(context: dg.OpExecutionContext, clickhouse: ClickHou
                             "build": result.reason,
                             "dagster/table_name": f"tracehouse.{model.name}",
                             "dagster/row_count": rows.get(day, 0),  # the day's rows, not the table's
+                            DAYS_BUILT: built,
                         },
                     )
     yield dg.Output(None)

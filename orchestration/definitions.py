@@ -8,6 +8,7 @@ from assets.events import EVENTS_CHECKS, propagation, replay_events_from_raw
 from assets.migration import legacy_migration, legacy_snapshot, legacy_tables, migrate_legacy
 from assets.models import (
     MODEL_ASSETS,
+    MODEL_CHECKS,
     automation_sensor,
     changed_days_schedule,
     nightly_recent_days,
@@ -94,7 +95,7 @@ defs = dg.Definitions(
         legacy_snapshot,
         legacy_migration,
     ],
-    asset_checks=EVENTS_CHECKS,
+    asset_checks=[*EVENTS_CHECKS, *MODEL_CHECKS],
     jobs=[
         load_raw_batches,
         reconcile_raw_bucket,

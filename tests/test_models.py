@@ -268,19 +268,26 @@ def test_checks_fail_on_tampered_data(filled):
     assert key_violations(ch, traces)["empty_keys"] == 1
 
 
+def _with_checks(*names: str) -> list:
+    """The model assets and their checks, as a job of the code location holds them."""
+    from assets.models import MODEL_ASSETS, MODEL_CHECKS
+
+    keys = {dg.AssetKey(name) for name in names}
+    checks = [c for c in MODEL_CHECKS if c.check_key.asset_key in keys]
+    return [a for a in MODEL_ASSETS if a.key in keys] + checks
+
+
 def test_models_materialize_in_dagster(filled, env):
-    from assets.models import MODEL_ASSETS
     from orchestration.resources import build_resources
 
     *earlier, last = days_in_events(filled)
     for other in earlier:  # other days already built: the day's materialization must not count them
         build_day(filled, load_models()["usage_daily"], other)
     day = last.isoformat()
-    by_name = {a.key.path[-1]: a for a in MODEL_ASSETS}
     resources = build_resources()
-    partitioned = dg.materialize([by_name["usage_daily"]], resources=resources, partition_key=day)
+    partitioned = dg.materialize(_with_checks("usage_daily"), resources=resources, partition_key=day)
     assert partitioned.success
-    tables = dg.materialize([by_name["trace_summaries"], by_name["session_summaries"]], resources=resources)
+    tables = dg.materialize(_with_checks("trace_summaries", "session_summaries"), resources=resources)
     assert tables.success
     checks = partitioned.get_asset_check_evaluations() + tables.get_asset_check_evaluations()
     assert len(checks) == 6 and all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks]
@@ -302,6 +309,51 @@ def test_models_materialize_in_dagster(filled, env):
         == query_scalar(filled, f"SELECT count() FROM {DB}.usage_daily")
         > day_rows
     )
+
+
+def test_model_checks_run_alone_on_the_days_the_latest_build_made(filled, env):
+    from orchestration.resources import build_resources
+
+    first, *_, last = days_in_events(filled)
+    for day in days_in_events(filled):
+        build_day(filled, load_models()["usage_daily"], day)
+    instance = dg.DagsterInstance.ephemeral()
+    resources = build_resources()
+    defs = _with_checks("usage_daily", "trace_summaries")
+    built = dg.materialize(
+        _with_checks("usage_daily"), resources=resources, partition_key=str(last), instance=instance
+    )
+    assert built.success and len(built.get_asset_check_evaluations()) == 2  # they ride along with a build
+
+    def checks_alone(asset: str) -> dict:
+        run = dg.materialize(
+            defs, resources=resources, instance=instance, selection=dg.AssetSelection.checks_for_assets(asset)
+        )
+        assert run.success and not run.get_asset_materialization_events()  # nothing rebuilt
+        return {c.check_name: c for c in run.get_asset_check_evaluations()}
+
+    def tamper(day: date) -> None:
+        filled.command(
+            f"ALTER TABLE {DB}.usage_daily UPDATE observations = observations + 1 "
+            "WHERE day = {d:Date} SETTINGS mutations_sync = 2",
+            {"d": day},
+        )
+
+    tamper(first)  # a day the latest build did not make: not its business
+    checks = checks_alone("usage_daily")
+    reconciles = checks["reconciles_with_events"]
+    assert reconciles.passed and reconciles.metadata["days_checked"].value == str(last)
+    assert checks["unique_not_null_keys"].passed
+    tamper(last)  # the day it made
+    reconciles = checks_alone("usage_daily")["reconciles_with_events"]
+    assert not reconciles.passed and reconciles.metadata["differences"].value > 0
+    # a model never built says so; one no Dagster build of this instance made is checked whole
+    assert (
+        "materialize it first"
+        in checks_alone("trace_summaries")["reconciles_with_events"].metadata["reason"].value
+    )
+    rebuild(filled, load_models()["trace_summaries"])
+    assert checks_alone("trace_summaries")["reconciles_with_events"].metadata["days_checked"].value == "all"
 
 
 def test_replay_command(env, s3):

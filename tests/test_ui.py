@@ -34,7 +34,7 @@ def ran(env, s3, monkeypatch) -> dict:
     """A bad and a good object loaded, a propagation, the models built, then a clean load: all recorded in
     a Dagster instance the webserver reads."""
     from assets.events import EVENTS_CHECKS, propagation
-    from assets.models import MODEL_ASSETS
+    from assets.models import MODEL_ASSETS, MODEL_CHECKS
     from assets.staging import staging_tables
     from orchestration.cli import write_dagster_home
     from orchestration.definitions import propagate_events
@@ -59,12 +59,17 @@ def ran(env, s3, monkeypatch) -> dict:
     ).resolve_job_def("propagate_events")
     config = {"ops": {"propagation": {"config": {"delay_seconds": 0}}}}
     assert job.execute_in_process(run_config=config, instance=instance).success
-    models = {a.key.path[-1]: a for a in MODEL_ASSETS}
+
+    def model(*names: str) -> list:  # a model and its checks, as the code location's jobs hold them
+        keys = {dg.AssetKey(n) for n in names}
+        checks = [c for c in MODEL_CHECKS if c.check_key.asset_key in keys]
+        return [a for a in MODEL_ASSETS if a.key in keys] + checks
+
     day = "2026-11-24"
     assert dg.materialize(
-        [models["usage_daily"]], resources=resources, partition_key=day, instance=instance
+        model("usage_daily"), resources=resources, partition_key=day, instance=instance
     ).success
-    tables = [models["trace_summaries"], models["session_summaries"]]
+    tables = model("trace_summaries", "session_summaries")
     assert dg.materialize(tables, resources=resources, instance=instance).success
     load([put(s3, env, minute_key("proj-1", "ingestion", "later.json"), INGESTION_V2.read_bytes())])
     with open_clickhouse(None, env.chdb_path) as ch:
@@ -154,18 +159,23 @@ def test_the_ui_shows_lineage_checks_partition_rows_and_outstanding_quarantine(w
         listed = {line.split("|")[1].strip() for line in table.splitlines()[2:]}
         assert listed == set(output_columns(model)), name  # every output column has an entry
 
-    checks = _asset(
-        webserver,
-        "events",
-        "assetChecksOrError { ... on AssetChecks { checks { name "
-        "executionForLatestMaterialization { status } } } }",
-    )["assetChecksOrError"]["checks"]
-    assert {c["name"]: (c["executionForLatestMaterialization"] or {}).get("status") for c in checks} == {
+    def checks(asset: str) -> dict:
+        found = _asset(
+            webserver,
+            asset,
+            "assetChecksOrError { ... on AssetChecks { checks { name "
+            "executionForLatestMaterialization { status } } } }",
+        )["assetChecksOrError"]["checks"]
+        return {c["name"]: (c["executionForLatestMaterialization"] or {}).get("status") for c in found}
+
+    assert checks("events") == {
         "events_no_duplicate_ids": "SUCCEEDED",
         "events_complete": "SUCCEEDED",
         "trace_attributes_current": "SUCCEEDED",
         "events_instrumentation_health": "SUCCEEDED",
     }
+    for name in ("usage_daily", "trace_summaries"):  # evaluated with the build, not "Not evaluated"
+        assert checks(name) == {"unique_not_null_keys": "SUCCEEDED", "reconciles_with_events": "SUCCEEDED"}
 
     # staging was appended to after the propagation (the last clean load): windows consume appends on
     # purpose, so events is not "Unsynced" for it (assets/staging.py, append_only_version)
