@@ -5,7 +5,13 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.events import EVENTS_CHECKS, propagation, replay_events_from_raw
-from assets.migration import legacy_migration, legacy_snapshot, legacy_tables, migrate_legacy
+from assets.migration import (
+    all_parts_migrated,
+    legacy_migration,
+    legacy_snapshot,
+    legacy_tables,
+    migrate_legacy,
+)
 from assets.models import (
     MODEL_ASSETS,
     MODEL_CHECKS,
@@ -95,7 +101,7 @@ defs = dg.Definitions(
         legacy_snapshot,
         legacy_migration,
     ],
-    asset_checks=[*EVENTS_CHECKS, *MODEL_CHECKS],
+    asset_checks=[*EVENTS_CHECKS, *MODEL_CHECKS, all_parts_migrated],
     jobs=[
         load_raw_batches,
         reconcile_raw_bucket,

@@ -184,12 +184,24 @@ def test_live_ingestion_overlapping_the_migration_is_not_duplicated(env, s3, ch,
 
 
 def test_snapshot_and_part_partitions_in_dagster(env, ch):
-    from assets.migration import LEGACY_PARTS, legacy_migration, legacy_snapshot
+    from assets.migration import LEGACY_PARTS, all_parts_migrated, legacy_migration, legacy_snapshot
     from orchestration.resources import build_resources
 
     generate_legacy(ch, 4_000, per_trace=5)
     resources = build_resources()
     with dg.instance_for_test() as instance:
+
+        def completeness() -> dg.AssetCheckEvaluation:
+            run = dg.materialize(
+                [legacy_migration, all_parts_migrated],
+                instance=instance,
+                resources=resources,
+                selection=dg.AssetSelection.checks(all_parts_migrated),
+            )
+            return run.get_asset_check_evaluations()[0]
+
+        before = completeness()  # Dagster draws 0 of 0 partitions green; the check does not
+        assert not before.passed and "no snapshot yet" in before.metadata["state"].value
         # a partition named the old way (a part name) by an earlier version: replaced, not kept beside
         instance.add_dynamic_partitions(LEGACY_PARTS.name, ["0_1_1_1"])
         snap = dg.materialize(
@@ -216,4 +228,9 @@ def test_snapshot_and_part_partitions_in_dagster(env, ch):
             assert (
                 meta["dagster/table_name"].value == "tracehouse.events" and meta["scores_missing"].value == 0
             )
+            if name == names[0]:
+                halfway = completeness()
+                assert not halfway.passed and halfway.metadata["parts_outstanding"].value == len(names) - 1
+        done = completeness()
+        assert done.passed and done.metadata["parts_migrated"].value == len(names)
     assert _rows(ch, ACTUAL) == _rows(ch, EXPECTED)
