@@ -341,18 +341,37 @@ EVENTS_CHECKS = [
     "(staging-level logic changed), then rebuild the derived tables.",
 )
 def replay_events_from_raw_op(context: dg.OpExecutionContext, clickhouse: ClickHouseResource, s3: S3Resource):
-    from orchestration.models import load_models
+    from assets.models import day_materializations
+    from orchestration.models import load_models, rows_by_day
     from orchestration.refresh import build
     from orchestration.replay import replay_from_raw
 
     with clickhouse.connect() as ch:
         result = replay_from_raw(ch, s3.get_client(), load_settings())
-        for model in load_models().values():
-            build(ch, model, full=True)
-        for key, table in ((EVENTS, "events"), (EVENTS_CORE, "events_core")):
+        swapped = (
+            (EVENTS, "events"),
+            (EVENTS_CORE, "events_core"),
+            (TRACES, "traces_current"),
+            (SCORES, "scores"),
+        )
+        for key, table in swapped:
             yield dg.AssetMaterialization(
                 asset_key=key,
-                metadata={**table_metadata(ch, table), "replayed_from_raw_objects": result.objects},
+                metadata={
+                    **table_metadata(ch, table),
+                    "replayed_from_raw_objects": result.objects,
+                    "live_observations_merged_again": result.caught_up,
+                },
+            )
+        for model in load_models().values():  # every table replayed is a materialization the UI shows
+            rows = build(ch, model, full=True).rows
+            if model.incremental:
+                by_day = rows_by_day(ch, model)
+                yield from day_materializations(model, sorted(by_day), by_day, "whole (replay)")
+                continue
+            yield dg.AssetMaterialization(
+                asset_key=model.name,
+                metadata={**table_metadata(ch, model.name), "rows_built": rows, "build": "whole (replay)"},
             )
     context.log.info(
         f"replayed {result.objects} raw objects; {result.caught_up} live observations merged again"

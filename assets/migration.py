@@ -133,6 +133,13 @@ def all_parts_migrated(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckR
     )
 
 
+snapshot_legacy = dg.define_asset_job(
+    "snapshot_legacy",
+    selection=dg.AssetSelection.assets(legacy_snapshot),
+    description="Copy and freeze the legacy tables; registers one legacy_migration partition per part "
+    "(CLI: tracehouse migrate runs it, then one migrate_legacy run per part).",
+)
+
 migrate_legacy = dg.define_asset_job(
     "migrate_legacy",
     selection=dg.AssetSelection.assets(legacy_migration),

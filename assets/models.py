@@ -9,6 +9,7 @@ in.
 """
 
 import os
+from collections.abc import Iterator
 from datetime import date, timedelta
 
 import dagster as dg
@@ -113,7 +114,10 @@ def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
             elif len(context.partition_keys) == 1:
                 rows = build_day(ch, model, date.fromisoformat(context.partition_key))
             else:
-                rows = rebuild(ch, model, [date.fromisoformat(k) for k in context.partition_keys])
+                days = [date.fromisoformat(k) for k in context.partition_keys]
+                rebuild(ch, model, days)
+                by_day = rows_by_day(ch, model)
+                rows = sum(by_day.get(d, 0) for d in days)  # the days' rows, not the table's
             context.log.info(f"{model.name}: {rows} rows built {built}")
             metadata = {
                 **table_metadata(ch, model.name),
@@ -243,20 +247,27 @@ def refresh_changed_days_op(context: dg.OpExecutionContext, clickhouse: ClickHou
             rows = rows_by_day(ch, model)
             days = result.partitions if not result.full else sorted(rows)
             context.log.info(f"{model.name}: {result.reason}, {len(days)} days, {result.rows} rows")
-            built = ", ".join(d.isoformat() for d in days)
-            for day in days:
-                if DAILY.has_partition_key(day.isoformat()):
-                    yield dg.AssetMaterialization(
-                        asset_key=model.name,
-                        partition=day.isoformat(),
-                        metadata={
-                            "build": result.reason,
-                            "dagster/table_name": f"tracehouse.{model.name}",
-                            "dagster/row_count": rows.get(day, 0),  # the day's rows, not the table's
-                            DAYS_BUILT: built,
-                        },
-                    )
+            yield from day_materializations(model, days, rows, result.reason)
     yield dg.Output(None)
+
+
+def day_materializations(
+    model: Model, days: list[date], rows: dict[date, int], how: str
+) -> Iterator[dg.AssetMaterialization]:
+    """One materialization per day an op (not the model's asset) rebuilt, with the day's own rows."""
+    built = ", ".join(d.isoformat() for d in days)
+    for day in days:
+        if DAILY.has_partition_key(day.isoformat()):
+            yield dg.AssetMaterialization(
+                asset_key=model.name,
+                partition=day.isoformat(),
+                metadata={
+                    "build": how,
+                    "dagster/table_name": f"tracehouse.{model.name}",
+                    "dagster/row_count": rows.get(day, 0),  # the day's rows, not the table's
+                    DAYS_BUILT: built,
+                },
+            )
 
 
 @dg.job(description="Daily models follow late data: the days change_log lists since their last run.")

@@ -59,7 +59,7 @@ def _wait_loaded(instance: dg.DagsterInstance, keys: set[str], timeout: float = 
 def run_e2e(
     home: Path, s3, seconds: float, say: Callable[[str], None], interval: float = 2.0, burst: int = 40
 ) -> dict[str, Any]:
-    from orchestration.cli import dagster_dev_command, write_dagster_home
+    from orchestration.dagster_runs import dagster_dev_command, write_dagster_home
     from orchestration.settings import load_settings
 
     bucket = "tracehouse-e2e"

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
+from datetime import date
 from pathlib import Path
 
 import click
@@ -27,22 +28,6 @@ from orchestration.processes import running, stop_tree
 from orchestration.settings import Settings, load_settings
 
 console = Console(stderr=True)
-
-_DAGSTER_YAML = """\
-# Written by `tracehouse dev`. Embedded chDB allows one process per data folder, so runs never overlap.
-telemetry:
-  enabled: false
-nux:
-  enabled: false  # no "join the community" pop-up on the first visit
-freshness:
-  enabled: true  # the models' freshness policies are evaluated by the daemon (Dagster 1.13's default, said)
-concurrency:
-  runs:
-    max_concurrent_runs: {max_runs}
-  pools:
-    default_limit: {pool_limit}
-    granularity: run
-"""
 
 
 @contextmanager
@@ -64,14 +49,6 @@ def environment(start_s3: bool = True) -> Iterator[Settings]:
 
         ensure_bucket(s3_client(settings.s3_endpoint_url), settings.raw_bucket)
         yield settings
-
-
-def write_dagster_home(settings: Settings) -> Path:
-    home = settings.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    limit = 1 if settings.embedded else 8
-    (home / "dagster.yaml").write_text(_DAGSTER_YAML.format(max_runs=limit, pool_limit=limit))
-    return home
 
 
 class _Commands(click.Group):
@@ -131,6 +108,7 @@ def dev(port: int, demo: bool, demo_interval: float) -> None:
     _require_free_port(port)
     with environment() as settings:
         from orchestration.clickhouse import open_clickhouse
+        from orchestration.dagster_runs import dagster_dev_command, write_dagster_home
         from orchestration.schema import apply_migrations
 
         with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
@@ -166,15 +144,6 @@ def _require_free_port(port: int) -> None:
                 f"port {port} on 127.0.0.1 is in use ({exc.strerror}): stop what listens there, or pick "
                 f"another port: PORT={port + 1} make dev, or tracehouse dev --port {port + 1}"
             ) from None
-
-
-def dagster_dev_command(port: int) -> list[str]:
-    """``dagster dev`` on this code location, the webserver bound to loopback only."""
-    target = (
-        ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else ["-m", "orchestration.definitions"]
-    )
-    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
-    return [dagster, "dev", *target, "-h", "127.0.0.1", "-p", str(port)]
 
 
 def _demo_loop(settings: Settings, interval: float, stop: threading.Event) -> None:
@@ -257,13 +226,16 @@ def run_once(no_delay: bool) -> None:
 )
 def replay(model: str, days: str | None) -> None:
     """Blue/green rebuild of a derived table from events, or of events itself from the raw bucket (MODEL =
-    events; the derived tables are rebuilt after it)."""
-    from datetime import date
-
-    from orchestration.clickhouse import open_clickhouse
-    from orchestration.models import load_models, rebuild
-    from orchestration.refresh import build
-    from orchestration.schema import apply_migrations
+    events; the derived tables are rebuilt after it) — as runs of the Dagster instance."""
+    from assets.models import DAILY
+    from orchestration.dagster_runs import (
+        contiguous,
+        instance,
+        materialized,
+        partition_range,
+        run_job,
+    )
+    from orchestration.models import load_models
 
     models = load_models()
     if model != "events" and model not in models:
@@ -271,33 +243,66 @@ def replay(model: str, days: str | None) -> None:
             f"unknown model {model!r}; models: events, {', '.join(models)}", param_hint="MODEL"
         )
     selected = [date.fromisoformat(d) for d in days.split(",")] if days else None
+    outside = [d for d in selected or [] if not DAILY.has_partition_key(d.isoformat())]
+    if outside:
+        raise click.BadParameter(f"not daily partitions (TRACEHOUSE_START_DATE..tomorrow): {outside}")
     started = time.monotonic()
     # only a replay from raw needs S3 (and the local SeaweedFS when no endpoint is configured)
     with environment() if model == "events" else nullcontext(load_settings()) as settings:
-        with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
-            apply_migrations(ch)
-            if model == "events":
-                from orchestration.local_s3 import s3_client
-                from orchestration.replay import replay_from_raw
-
-                with console.status("loading the raw bucket into a shadow database and propagating it"):
-                    result = replay_from_raw(ch, s3_client(settings.s3_endpoint_url), settings)
-                for name, derived in models.items():
-                    with console.status(f"rebuilding {name}"):
-                        build(ch, derived, full=True)
-                rows = result.observations
-                console.print(
-                    f"events replayed from {result.objects} raw objects ({result.caught_up} observations "
-                    f"committed meanwhile merged again); {len(models)} derived tables rebuilt"
+        dagster = instance(settings)
+        if model == "events":
+            with console.status("loading the raw bucket into a shadow database and propagating it"):
+                run = run_job("replay_events_from_raw", dagster)
+            _require_success(run)
+            events = materialized(run, "events")[0]
+            rows = events["dagster/row_count"]
+            console.print(
+                f"events replayed from {events['replayed_from_raw_objects']} raw objects "
+                f"({events['live_observations_merged_again']} observations committed meanwhile merged "
+                f"again); {len(models)} derived tables rebuilt"
+            )
+        elif not models[model].incremental:
+            with console.status(f"rebuilding {model} into a shadow table"):
+                run = run_job(
+                    "replay_models",
+                    dagster,
+                    assets=[model],
+                    run_config={"ops": {model: {"config": {"full": True}}}},
                 )
-            else:
-                with console.status(f"rebuilding {model} into a shadow table"):
-                    if selected:
-                        rows = rebuild(ch, models[model], selected)
-                    else:
-                        rows = build(ch, models[model], full=True).rows
+            _require_success(run)
+            rows = materialized(run, model)[0]["rows_built"]
+        else:
+            rows = 0
+            for first, last in contiguous(selected or _days_with_events(settings)):
+                with console.status(f"rebuilding {model} {first}..{last} into a shadow table"):
+                    run = run_job(
+                        "rebuild_recent_days",
+                        dagster,
+                        assets=[model],
+                        tags=partition_range(str(first), str(last)),
+                    )
+                _require_success(run)
+                rows += materialized(run, model)[0]["rows_built"]
     console.print(f"{model}: {rows} rows, swapped in after {time.monotonic() - started:.1f}s")
     print(f"replayed={model} rows={rows}")
+
+
+def _require_success(run) -> None:
+    from orchestration.dagster_runs import failure
+
+    if not run.success:
+        raise click.ClickException(f"run {run.run_id} failed: {failure(run)[0]}")
+
+
+def _days_with_events(settings: Settings) -> list[date]:
+    from assets.models import DAILY
+    from orchestration.clickhouse import open_clickhouse
+    from orchestration.models import days_in_events
+    from orchestration.schema import apply_migrations
+
+    with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
+        apply_migrations(ch)
+        return [d for d in days_in_events(ch) if DAILY.has_partition_key(d.isoformat())]
 
 
 def _generate_legacy(observations: int) -> None:
@@ -321,24 +326,37 @@ def _generate_legacy(observations: int) -> None:
 @click.option("--rows-per-part", default=500_000, show_default=True, help="legacy rows per frozen part")
 @click.option("--redo", is_flag=True, help="migrate every part again, even those already verified")
 def migrate(rows_per_part: int, redo: bool) -> None:
-    """Historic migration, headless: freeze the legacy tables into parts, migrate and verify each part."""
+    """Historic migration, headless: freeze the legacy tables into parts, migrate and verify each part —
+    the legacy_snapshot asset and one legacy_migration partition per part, as runs of the Dagster instance."""
+    from assets.migration import partition_key
     from orchestration.clickhouse import open_clickhouse
-    from orchestration.migration import done_parts, migrate_part, prepare
-    from orchestration.schema import apply_migrations
+    from orchestration.dagster_runs import failure, instance, materialized, run_job
+    from orchestration.migration import done_parts, parts
 
     settings = load_settings()
-    results = []
+    dagster = instance(settings)
+    with console.status("copying and freezing the legacy tables (run snapshot_legacy)"):
+        snap = run_job(
+            "snapshot_legacy",
+            dagster,
+            run_config={"ops": {"legacy_snapshot": {"config": {"rows_per_part": rows_per_part}}}},
+        )
+    if not snap.success:
+        raise click.ClickException(f"legacy_snapshot failed: {failure(snap)[0]}")
     with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
-        apply_migrations(ch)
-        with console.status("copying and freezing the legacy tables"):
-            found = prepare(ch, rows_per_part=rows_per_part)
+        found = parts(ch)
         skip = set() if redo else done_parts(ch)
-        todo = [p for p in found if p.name not in skip]
-        with _progress() as progress:
-            task = progress.add_task("migrating parts", total=len(found), completed=len(found) - len(todo))
-            for part in todo:
-                results.append(migrate_part(ch, part.name))
-                progress.advance(task)
+    todo = [p for p in found if p.name not in skip]
+    migrated, failed = [], []
+    with _progress() as progress:
+        task = progress.add_task("migrating parts", total=len(found), completed=len(found) - len(todo))
+        for part in todo:
+            run = run_job("migrate_legacy", dagster, partition_key=partition_key(part))
+            if run.success:
+                migrated.extend(materialized(run, "legacy_migration"))
+            else:
+                failed.append(failure(run))
+            progress.advance(task)
     table = Table(title="legacy parts → events")
     for column in (
         "parts",
@@ -350,21 +368,22 @@ def migrate(rows_per_part: int, redo: bool) -> None:
         "rows/s",
     ):
         table.add_column(column, justify="right")
-    seconds = sum(r.seconds for r in results)
-    observations = sum(r.observations for r in results)
-    failed = [r for r in results if not r.verified]
+    seconds = sum(m["seconds"] for m in migrated)
+    observations = sum(m["observations"] for m in migrated)
     table.add_row(
-        str(len(found)), str(len(results)), str(len(found) - len(todo)), str(observations),
-        str(sum(r.superseded for r in results)), str(len(failed)),
+        str(len(found)), str(len(migrated)), str(len(found) - len(todo)), str(observations),
+        str(sum(m["superseded_rows_removed"] for m in migrated)), str(len(failed)),
         f"{observations / seconds:,.0f}" if seconds else "-",
     )  # fmt: skip
     console.print(table)
-    print(f"parts={len(found)} migrated={len(results)} observations={observations} failed={len(failed)}")
-    for r in failed:
-        console.print(
-            f"[red]part {r.part} failed verification[/]: missing={r.missing} duplicates={r.duplicates} "
-            f"attributes_lost={r.attributes_lost} scores_missing={r.scores_missing}"
+    print(f"parts={len(found)} migrated={len(migrated)} observations={observations} failed={len(failed)}")
+    for reason, metadata in failed:
+        figures = " ".join(
+            f"{k}={metadata[k]}"
+            for k in ("missing", "duplicates", "attributes_lost", "scores_missing")
+            if k in metadata
         )
+        console.print(f"[red]{reason}[/] {figures}")
     if failed:
         raise SystemExit(1)
 

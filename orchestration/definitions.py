@@ -11,6 +11,7 @@ from assets.migration import (
     legacy_snapshot,
     legacy_tables,
     migrate_legacy,
+    snapshot_legacy,
 )
 from assets.models import (
     MODEL_ASSETS,
@@ -110,6 +111,7 @@ defs = dg.Definitions(
         recent_days_job,
         refresh_changed_days,
         replay_job,
+        snapshot_legacy,
         migrate_legacy,
         replay_events_from_raw,
     ],

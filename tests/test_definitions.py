@@ -179,6 +179,11 @@ def test_replay_events_from_raw_job_runs_in_dagster(env, s3):
     }
     assert materialized["events"]["dagster/row_count"].value == 6
     assert materialized["events_core"]["replayed_from_raw_objects"].value == 2
+    # every table the replay swapped or rebuilt is a materialization (a daily model: per day it holds)
+    from orchestration.models import load_models
+
+    assert {"traces", "scores", *load_models()} <= set(materialized)
+    assert materialized["trace_summaries"]["dagster/row_count"].value == 2
     with open_clickhouse(None, env.chdb_path) as ch:
         assert query_scalar(ch, "SELECT count() FROM tracehouse.trace_summaries") == 2  # models rebuilt too
 

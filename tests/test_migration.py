@@ -17,6 +17,7 @@ from orchestration.loader import load_objects
 from orchestration.migration import done_parts, migrate_part, parts, prepare
 from orchestration.propagation import propagate
 from orchestration.schema import apply_migrations
+from orchestration.settings import load_settings
 from tests.conftest import minute_key, put
 
 DB = "tracehouse"
@@ -136,6 +137,14 @@ def test_killed_part_is_resumed_exactly_once(env):
     assert f"parts={len(found)} migrated={len(found)}" in done.stdout and "failed=0" in done.stdout
     resumed = subprocess.run(cli[:-1], cwd=REPO, env=os.environ, capture_output=True, text=True, timeout=240)
     assert f"parts={len(found)} migrated=0" in resumed.stdout  # everything verified: nothing redone
+    # the command ran Dagster: its runs, partitions and checks are in the instance the UI reads
+    with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name="migrate_legacy"))
+        assert len(runs) == len(found) and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert len(instance.get_runs(dg.RunsFilter(job_name="snapshot_legacy"))) == 2
+        migrated = instance.get_materialized_partitions(dg.AssetKey("legacy_migration"))
+        assert migrated == set(instance.get_dynamic_partitions("legacy_parts"))
+        assert len(migrated) == len(found)
     with open_clickhouse(None, env.chdb_path) as ch:
         assert _rows(ch, ACTUAL) == _rows(ch, EXPECTED)
 
@@ -234,3 +243,14 @@ def test_snapshot_and_part_partitions_in_dagster(env, ch):
         done = completeness()
         assert done.passed and done.metadata["parts_migrated"].value == len(names)
     assert _rows(ch, ACTUAL) == _rows(ch, EXPECTED)
+
+
+def test_a_failed_run_of_the_command_line_says_why(env, ch):
+    from orchestration.dagster_runs import failure, run_job
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("legacy_parts", ["bucket-999"])
+        run = run_job("migrate_legacy", instance, partition_key="bucket-999")
+        assert not run.success
+        reason, _metadata = failure(run)
+        assert "bucket-999 is not a part of the current snapshot" in reason

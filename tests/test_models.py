@@ -27,6 +27,7 @@ from orchestration.models import (
     reconcile,
 )
 from orchestration.propagation import propagate
+from orchestration.settings import load_settings
 from tests.conftest import INGESTION_V2, OTLP_PB, minute_key, put
 
 DB = "tracehouse"
@@ -370,12 +371,40 @@ def test_replay_command(env, s3):
             f"SELECT count() FROM (SELECT DISTINCT project_id, toDate(start_time), "
             f"provided_model_name FROM {DB}.events_core)",
         )
+        days = days_in_events(ch)
+        last_day = query_scalar(
+            ch,
+            f"SELECT count() FROM (SELECT DISTINCT project_id, provided_model_name FROM {DB}.events_core "
+            "WHERE toDate(start_time) = {d:Date})",
+            {"d": days[-1]},
+        )
     cli = [str(Path(sys.executable).parent / "tracehouse"), "replay"]
-    done = subprocess.run(
-        [*cli, "usage_daily"], cwd=REPO, env=os.environ, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    assert f"replayed=usage_daily rows={expected}" in done.stdout
+
+    def replay(*args: str) -> str:
+        done = subprocess.run(
+            [*cli, *args], cwd=REPO, env=os.environ, capture_output=True, text=True, timeout=180
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert f"replayed=usage_daily rows={expected}" in replay("usage_daily")
+    assert f"replayed=usage_daily rows={last_day}" in replay(
+        "usage_daily", "--days", str(days[-1])
+    )  # its rows
+    assert "replayed=trace_summaries rows=8" in replay("trace_summaries")
+    # the command ran Dagster: runs, per-partition materializations and checks are in the UI's instance
+    with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
+        runs = instance.get_runs()
+        assert {r.job_name for r in runs} == {"rebuild_recent_days", "replay_models"}, [
+            r.job_name for r in runs
+        ]
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        partitions = instance.get_materialized_partitions(dg.AssetKey("usage_daily"))
+        assert partitions == {str(d) for d in days}
+        check = instance.get_latest_asset_check_evaluation_record(
+            dg.AssetCheckKey(dg.AssetKey("trace_summaries"), "reconciles_with_events")
+        )
+        assert check and check.status.value == "SUCCEEDED"
     unknown = subprocess.run(
         [*cli, "nope"], cwd=REPO, env=os.environ, capture_output=True, text=True, timeout=120
     )

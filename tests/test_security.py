@@ -115,7 +115,7 @@ def test_projects_never_mix_in_events_or_derived_tables(env, s3, ch):
 
 
 def test_local_services_listen_on_loopback_only(seaweed):
-    from orchestration.cli import dagster_dev_command
+    from orchestration.dagster_runs import dagster_dev_command
 
     process = psutil.Process(seaweed.process.pid)
     pids = {process.pid, *(c.pid for c in process.children(recursive=True))}

@@ -36,7 +36,7 @@ def ran(env, s3, monkeypatch) -> dict:
     from assets.events import EVENTS_CHECKS, propagation
     from assets.models import MODEL_ASSETS, MODEL_CHECKS
     from assets.staging import staging_tables
-    from orchestration.cli import write_dagster_home
+    from orchestration.dagster_runs import write_dagster_home
     from orchestration.definitions import propagate_events
     from orchestration.resources import build_resources
     from orchestration.settings import load_settings

@@ -1,0 +1,125 @@
+"""The command line's one way into the pipeline: the code location's own jobs, executed in-process on the
+Dagster instance under ``TRACEHOUSE_HOME``, so a replay or migration started from a shell is a run in the
+UI's history with its materializations, checks and partitions — and no pipeline logic lives in the CLI.
+
+Embedded chDB allows one process per data folder: stop ``tracehouse dev`` before running these (a server
+URL has no such limit).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from orchestration.settings import Settings
+
+_DAGSTER_YAML = """\
+# Written by `tracehouse dev`. Embedded chDB allows one process per data folder, so runs never overlap.
+telemetry:
+  enabled: false
+nux:
+  enabled: false  # no "join the community" pop-up on the first visit
+freshness:
+  enabled: true  # the models' freshness policies are evaluated by the daemon (Dagster 1.13's default, said)
+concurrency:
+  runs:
+    max_concurrent_runs: {max_runs}
+  pools:
+    default_limit: {pool_limit}
+    granularity: run
+"""
+
+
+def write_dagster_home(settings: Settings) -> Path:
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    limit = 1 if settings.embedded else 8
+    (home / "dagster.yaml").write_text(_DAGSTER_YAML.format(max_runs=limit, pool_limit=limit))
+    return home
+
+
+def dagster_dev_command(port: int) -> list[str]:
+    """``dagster dev`` on this code location, the webserver bound to loopback only."""
+    target = (
+        ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else ["-m", "orchestration.definitions"]
+    )
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
+    return [dagster, "dev", *target, "-h", "127.0.0.1", "-p", str(port)]
+
+
+# the CLI prints its own progress and summary; Dagster's DEBUG event stream stays in the run's log (UI)
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def instance(settings: Settings) -> dg.DagsterInstance:
+    """The instance ``tracehouse dev`` uses (its config written the same way)."""
+    return dg.DagsterInstance.from_config(str(write_dagster_home(settings)))
+
+
+def run_job(
+    job: str,
+    on: dg.DagsterInstance,
+    *,
+    run_config: Mapping[str, Any] | None = None,
+    partition_key: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    assets: Sequence[str] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """Execute one job of the code location (``assets``: only those of an asset job) and return its result;
+    a failed run is returned, not raised: its events say why."""
+    from orchestration.definitions import defs
+
+    return defs.resolve_job_def(job).execute_in_process(
+        run_config={**QUIET, **(run_config or {})},
+        instance=on,
+        partition_key=partition_key,
+        tags={"tracehouse/launched_by": "cli", **(tags or {})},
+        asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
+        raise_on_error=False,
+    )
+
+
+def partition_range(first: str, last: str) -> dict[str, str]:
+    """Tags of a run over a range of partitions (a single-run backfill)."""
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
+def contiguous(days: Sequence[date]) -> list[tuple[date, date]]:
+    """Sorted days grouped into ranges of consecutive days (one run per range)."""
+    ranges: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if ranges and (day - ranges[-1][1]).days == 1:
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
+def materialized(result: dg.ExecuteInProcessResult, asset: str) -> list[dict[str, Any]]:
+    """The metadata of each materialization of ``asset`` in a run, as plain values."""
+    return [
+        {k: v.value for k, v in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+        if event.materialization.asset_key == dg.AssetKey(asset)
+    ]
+
+
+def failure(result: dg.ExecuteInProcessResult) -> tuple[str, dict[str, Any]]:
+    """Why a run failed (its steps' failure descriptions or errors), and the metadata a ``dg.Failure``
+    carried."""
+    reasons: list[str] = []
+    metadata: dict[str, Any] = {}
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        if data.user_failure_data:
+            reasons.append(data.user_failure_data.description or "")
+            metadata.update({k: v.value for k, v in data.user_failure_data.metadata.items()})
+        elif data.error:
+            reasons.append(data.error.message.strip())
+    return "; ".join(r for r in reasons if r) or f"run {result.run_id} did not succeed", metadata
