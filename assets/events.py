@@ -13,6 +13,7 @@ from pydantic import Field
 
 from assets.staging import table_metadata
 from orchestration.clickhouse import ClickHouse, query_scalar
+from orchestration.faults import as_failure
 from orchestration.health import BARE_SHARE, MIN_SPANS, bare_scopes, health_table, instrumentation_health
 from orchestration.models import lineage_markdown
 from orchestration.propagation import (
@@ -42,6 +43,7 @@ class PropagationConfig(dg.Config):
         default=None, description="override PROPAGATION_DELAY_SECONDS (0 = propagate everything committed)"
     )
     max_windows: int = Field(default=20, description="non-empty windows per run; the rest wait for the next")
+    retry: bool = Field(default=True, description="retry faults (ClickHouse away); the CLI fails at once")
 
 
 def _events_lineage() -> dg.TableColumnLineage:
@@ -133,18 +135,24 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
     settings = load_settings()
     delay = settings.propagation_delay_seconds if config.delay_seconds is None else config.delay_seconds
     with clickhouse.connect() as ch:
-        report = propagate(
-            ch,
-            delay_seconds=delay,
-            interval_seconds=settings.propagation_interval_seconds,
-            max_windows=config.max_windows,
-            run_id=context.run.run_id,
-            user_prices=settings.user_prices,
-            on_window=lambda w: context.log.info(
-                f"window {w.start:%H:%M:%S.%f}–{w.end:%H:%M:%S.%f}: {w.observations} observations, "
-                f"{w.repaired} repaired, {w.replaced} superseded rows removed, {w.scores} scores"
-            ),
-        )
+        try:
+            report = propagate(
+                ch,
+                delay_seconds=delay,
+                interval_seconds=settings.propagation_interval_seconds,
+                max_windows=config.max_windows,
+                run_id=context.run.run_id,
+                user_prices=settings.user_prices,
+                on_window=lambda w: context.log.info(
+                    f"window {w.start:%H:%M:%S.%f}–{w.end:%H:%M:%S.%f}: {w.observations} observations, "
+                    f"{w.repaired} repaired, {w.replaced} superseded rows removed, {w.scores} scores"
+                ),
+            )
+        except Exception as exc:
+            failure = as_failure(exc, retry=config.retry)
+            if failure is None:
+                raise
+            raise failure from exc
         if not report.caught_up:
             context.log.warning(f"{config.max_windows} windows done, more are due: the next run continues")
         lag = None

@@ -282,6 +282,13 @@ changed_days_schedule = dg.ScheduleDefinition(
     description="Hourly: rebuild the days of the daily models that late data changed.",
 )
 
+refresh_models_job = dg.define_asset_job(
+    "refresh_models",
+    selection=dg.AssetSelection.groups(GROUP) - dg.AssetSelection.assets(*INCREMENTAL),
+    description="Bring the table and keyed models up to date (only the traces and sessions that changed); "
+    "with refresh_changed_days, what `tracehouse run-once` runs after the propagation.",
+)
+
 replay_job = dg.define_asset_job(
     "replay_models",
     selection=dg.AssetSelection.groups(GROUP) - dg.AssetSelection.assets(*INCREMENTAL),

@@ -6,13 +6,14 @@ The sensor passes the keys of a batch in run config; ``scan_all`` (the reconcili
 """
 
 import re
+from contextlib import ExitStack
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
-from orchestration.faults import classify
+from orchestration.faults import as_failure
 from orchestration.loader import STAGING_TABLES, LoadReport, load_objects
 from orchestration.reconcile import pending_keys
 from orchestration.resources import ClickHouseResource
@@ -52,6 +53,7 @@ def column_type(clickhouse_type: str) -> str:
 class StagingLoadConfig(dg.Config):
     keys: list[str] = Field(default_factory=list, description="raw object keys to load (set by the sensor)")
     scan_all: bool = Field(default=False, description="also load every object the ledger has not committed")
+    retry: bool = Field(default=True, description="retry faults (S3, ClickHouse away); the CLI fails at once")
 
 
 def table_metadata(ch: ClickHouse, table: str, db: str = DATABASE, count: bool = True) -> dict[str, object]:
@@ -172,22 +174,23 @@ def staging_tables(
     s3: S3Resource,
 ):
     settings = load_settings()
-    client = s3.get_client()
     report = LoadReport()
-    with clickhouse.connect() as ch:
-        batches: list[dict[str, str]] = [dict.fromkeys(config.keys, "")] if config.keys else []
-        if config.scan_all:
-            batches = [*batches, *pending_keys(ch, client, settings)]
+    with ExitStack() as stack:
         try:
+            client = s3.get_client()
+            ch = stack.enter_context(clickhouse.connect())
+            batches: list[dict[str, str]] = [dict.fromkeys(config.keys, "")] if config.keys else []
+            if config.scan_all:
+                batches = [*batches, *pending_keys(ch, client, settings)]
             for page in batches:
                 report.add(
                     load_objects(ch, client, list(page), settings, run_id=context.run.run_id, etags=page)
                 )
         except Exception as exc:  # a fault an operator can fix reads as one line in the UI; bugs stay raw
-            fault = classify(exc)
-            if fault is None:
+            failure = as_failure(exc, retry=config.retry)
+            if failure is None:
                 raise
-            raise dg.Failure(description=fault.message) from exc
+            raise failure from exc
         for o in report.quarantined:
             context.log.warning(f"quarantined {o.key}: {o.reason}")
         for note in report.notes:
@@ -221,6 +224,7 @@ def staging_tables(
                 "objects_loaded_this_run": report.count("loaded"),
                 "objects_skipped_this_run": report.count("skipped"),
                 "outstanding_objects": table,
+                "load_summary": dg.MetadataValue.json(report.summary()),
             },
         )
         yield dg.AssetCheckResult(

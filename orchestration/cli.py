@@ -76,7 +76,8 @@ class _Commands(click.Group):
             ctx.exit(fault.code)
 
 
-def _log_traceback() -> Path:
+def _log_traceback(details: str | None = None) -> Path:
+    """Append the exception being handled (or ``details``: a failed run's errors) to the log file."""
     import traceback
 
     home = Path(os.environ.get("TRACEHOUSE_HOME") or ".tracehouse").resolve()
@@ -84,7 +85,7 @@ def _log_traceback() -> Path:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as out:
         out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} tracehouse {' '.join(sys.argv[1:])}\n")
-        out.write(traceback.format_exc())
+        out.write(details if details is not None else traceback.format_exc())
     return log
 
 
@@ -163,60 +164,63 @@ def _demo_loop(settings: Settings, interval: float, stop: threading.Event) -> No
 @click.option("--no-delay", is_flag=True, help="propagate everything committed now (delay 0)")
 def run_once(no_delay: bool) -> None:
     """Process every pending raw object end to end — load, propagate, derived tables — headless, and print
-    a summary."""
-    from orchestration.clickhouse import open_clickhouse
-    from orchestration.loader import LoadReport, load_objects
-    from orchestration.local_s3 import s3_client
-    from orchestration.models import load_models
-    from orchestration.propagation import propagate
-    from orchestration.reconcile import pending_keys
-    from orchestration.refresh import build
-    from orchestration.schema import apply_migrations
+    a summary. Each stage is a run of the code location's jobs on the UI's instance; a fault fails at once
+    (no retry policy) with its one line and exit code."""
+    from orchestration.dagster_runs import instance, materialized, run_job
 
     with environment() as settings:
-        client = s3_client(settings.s3_endpoint_url)
-        report = LoadReport()
-        with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
-            apply_migrations(ch)
-            with _progress() as progress:
-                task = progress.add_task("loading raw objects", total=None)
-                for page in pending_keys(ch, client, settings):
-                    progress.update(task, total=(progress.tasks[task].total or 0) + len(page))
-                    part = load_objects(
-                        ch,
-                        client,
-                        list(page),
-                        settings,
-                        run_id="run-once",
-                        on_object=lambda _o: progress.advance(task),
-                        etags=page,
-                    )
-                    report.add(part)
-                windows = progress.add_task("propagating windows", total=None)
-                propagated = propagate(
-                    ch,
-                    delay_seconds=0 if no_delay else settings.propagation_delay_seconds,
-                    interval_seconds=settings.propagation_interval_seconds,
-                    max_windows=10**6,
-                    run_id="run-once",
-                    on_window=lambda _w: progress.advance(windows),
-                    user_prices=settings.user_prices,
-                )
-                models = load_models()
-                derived = progress.add_task("bringing derived tables up to date", total=len(models))
-                builds = []
-                for model in models.values():
-                    builds.append(build(ch, model))
-                    progress.advance(derived)
-        _print_load_summary(report)
-        delay_note = "" if no_delay else f" (windows ending ≥ {settings.propagation_delay_seconds}s ago)"
-        print(
-            f"propagated={propagated.observations} repaired={propagated.repaired} "
-            f"windows={len(propagated.windows)} scores={propagated.scores}{delay_note}"
-        )
-        for b in builds:
-            how = "whole" if b.full else f"{b.changed_keys} changed keys, {len(b.partitions)} partitions"
-            print(f"model={b.model} rows={b.rows} build={how!r}")
+        dagster = instance(settings)
+        with _progress() as progress:
+            stages = progress.add_task("loading raw objects (reconcile_raw_bucket)", total=4)
+            load = run_job(
+                "reconcile_raw_bucket",
+                dagster,
+                run_config={"ops": {"staging_tables": {"config": {"scan_all": True, "retry": False}}}},
+            )
+            _require_success(load)
+            progress.update(stages, advance=1, description="propagating windows (propagate_events)")
+            config = {"max_windows": 10**6, "retry": False, **({"delay_seconds": 0} if no_delay else {})}
+            propagated = run_job(
+                "propagate_events", dagster, run_config={"ops": {"propagation": {"config": config}}}
+            )
+            _require_success(propagated)
+            progress.update(
+                stages, advance=1, description="daily models: changed days (refresh_changed_days)"
+            )
+            days = run_job("refresh_changed_days", dagster)
+            _require_success(days)
+            progress.update(stages, advance=1, description="table models: changed keys (refresh_models)")
+            tables = run_job("refresh_models", dagster)
+            _require_success(tables)
+            progress.advance(stages)
+    _print_load_summary(materialized(load, "ingest_quarantine")[0]["load_summary"])
+    events = (materialized(propagated, "events") or [{}])[0]
+    delay_note = "" if no_delay else f" (windows ending ≥ {settings.propagation_delay_seconds}s ago)"
+    print(
+        f"propagated={events.get('observations_propagated', 0)} repaired={events.get('rows_repaired', 0)} "
+        f"windows={events.get('windows', 0)} scores={events.get('scores_propagated', 0)}{delay_note}"
+    )
+    _print_model_builds(days, tables)
+
+
+def _print_model_builds(days, tables) -> None:
+    """One line per model: the rows it built and how (from the runs' materializations)."""
+    from orchestration.dagster_runs import materialized
+    from orchestration.models import load_models
+
+    for name, model in load_models().items():
+        if model.incremental:
+            built = materialized(days, name)
+            rows = sum(m["dagster/row_count"] for m in built)
+            how = f"{built[0]['build']}, {len(built)} days" if built else "no day changed"
+        else:
+            meta = materialized(tables, name)[0]
+            rows = meta["rows_built"]
+            how = (
+                "whole" if meta["build"] == "whole"
+                else f"{meta['changed_keys']} changed keys, {meta['partitions_replaced']} partitions"
+            )  # fmt: skip
+        print(f"model={name} rows={rows} build={how!r}")
 
 
 @main.command()
@@ -288,10 +292,16 @@ def replay(model: str, days: str | None) -> None:
 
 
 def _require_success(run) -> None:
+    """A failed run ends the command like any fault: one line, the details in the log, its exit code."""
     from orchestration.dagster_runs import failure
+    from orchestration.faults import EXIT_FAILED
 
-    if not run.success:
-        raise click.ClickException(f"run {run.run_id} failed: {failure(run)[0]}")
+    if run.success:
+        return
+    why = failure(run)
+    log = _log_traceback(f"run {run.run_id} of {run.job_def.name} failed\n{why.details}")
+    click.echo(f"error: {why.reason} (run {run.run_id} in the Dagster UI; details in {log})", err=True)
+    raise SystemExit(why.metadata.get("fault_code", EXIT_FAILED))
 
 
 def _days_with_events(settings: Settings) -> list[date]:
@@ -341,8 +351,7 @@ def migrate(rows_per_part: int, redo: bool) -> None:
             dagster,
             run_config={"ops": {"legacy_snapshot": {"config": {"rows_per_part": rows_per_part}}}},
         )
-    if not snap.success:
-        raise click.ClickException(f"legacy_snapshot failed: {failure(snap)[0]}")
+    _require_success(snap)
     with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
         found = parts(ch)
         skip = set() if redo else done_parts(ch)
@@ -377,7 +386,8 @@ def migrate(rows_per_part: int, redo: bool) -> None:
     )  # fmt: skip
     console.print(table)
     print(f"parts={len(found)} migrated={len(migrated)} observations={observations} failed={len(failed)}")
-    for reason, metadata in failed:
+    for why in failed:
+        reason, metadata = why.reason, why.metadata
         figures = " ".join(
             f"{k}={metadata[k]}"
             for k in ("missing", "duplicates", "attributes_lost", "scores_missing")
@@ -461,32 +471,33 @@ def _progress() -> Progress:
     )
 
 
-def _print_load_summary(report) -> None:
+def _print_load_summary(summary: dict) -> None:
+    """The load stage's summary (``LoadReport.summary``, as the run recorded it in its metadata)."""
+    rows = summary["rows"]
     table = Table(title="raw objects → staging")
     for column in ("objects loaded", "quarantined", "observations", "traces", "scores", "MB loaded"):
         table.add_column(column, justify="right")
     table.add_row(
-        str(report.count("loaded")),
-        str(report.count("quarantined")),
-        str(report.rows("observations")),
-        str(report.rows("traces")),
-        str(report.rows("scores")),
-        f"{report.bytes_loaded / 1e6:.2f}",
+        str(summary["loaded"]),
+        str(summary["quarantined"]),
+        str(rows["observations"]),
+        str(rows["traces"]),
+        str(rows["scores"]),
+        f"{summary['bytes_loaded'] / 1e6:.2f}",
     )
     Console().print(table)
     # one plain line for scripts and logs (the table wraps on narrow terminals)
     print(
-        f"loaded={report.count('loaded')} quarantined={report.count('quarantined')} "
-        f"observations={report.rows('observations')} traces={report.rows('traces')} "
-        f"scores={report.rows('scores')}"
+        f"loaded={summary['loaded']} quarantined={summary['quarantined']} "
+        f"observations={rows['observations']} traces={rows['traces']} scores={rows['scores']}"
     )
-    for reason, count in report.skipped_by_reason().items():
+    for reason, count in summary["skipped_by_reason"].items():
         print(f"skipped {count}: {reason}")
-    for outcome in report.quarantined:
-        Console().print(f"[yellow]quarantined[/] {outcome.key}: {outcome.reason}")
-    for outcome in report.with_unmapped:
-        Console().print(f"[yellow]loaded with unmapped values[/] {outcome.key}: {outcome.note}")
-    for note in report.notes:
+    for key, reason in summary["quarantined_objects"]:
+        Console().print(f"[yellow]quarantined[/] {key}: {reason}")
+    for key, note in summary["loaded_with_unmapped"]:
+        Console().print(f"[yellow]loaded with unmapped values[/] {key}: {note}")
+    for note in summary["notes"]:
         Console().print(f"[yellow]note[/] {note}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -110,16 +111,26 @@ def materialized(result: dg.ExecuteInProcessResult, asset: str) -> list[dict[str
     ]
 
 
-def failure(result: dg.ExecuteInProcessResult) -> tuple[str, dict[str, Any]]:
-    """Why a run failed (its steps' failure descriptions or errors), and the metadata a ``dg.Failure``
-    carried."""
+@dataclass(frozen=True)
+class RunFailure:
+    reason: str  # one line: the failed steps' descriptions or errors
+    metadata: dict[str, Any]  # what a ``dg.Failure`` carried (``fault_code``: the command's exit code)
+    details: str  # the errors with their tracebacks and causes, for the log file
+
+
+def failure(result: dg.ExecuteInProcessResult) -> RunFailure:
+    """Why a run failed, from its step failure events."""
     reasons: list[str] = []
     metadata: dict[str, Any] = {}
+    details: list[str] = []
     for event in result.get_step_failure_events():
         data = event.step_failure_data
         if data.user_failure_data:
             reasons.append(data.user_failure_data.description or "")
             metadata.update({k: v.value for k, v in data.user_failure_data.metadata.items()})
         elif data.error:
-            reasons.append(data.error.message.strip())
-    return "; ".join(r for r in reasons if r) or f"run {result.run_id} did not succeed", metadata
+            reasons.append(f"{data.error.cls_name}: {data.error.message.strip()}")
+        if data.error:
+            details.append(f"step {event.step_key}:\n{data.error.to_string()}")
+    reason = "; ".join(r for r in reasons if r) or f"run {result.run_id} did not succeed"
+    return RunFailure(reason, metadata, "\n".join(details))

@@ -21,6 +21,7 @@ from assets.models import (
     nightly_recent_days,
     recent_days_job,
     refresh_changed_days,
+    refresh_models_job,
     replay_job,
 )
 from assets.raw import raw_batches
@@ -110,6 +111,7 @@ defs = dg.Definitions(
         check_events,
         recent_days_job,
         refresh_changed_days,
+        refresh_models_job,
         replay_job,
         snapshot_legacy,
         migrate_legacy,

@@ -36,6 +36,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 from botocore.exceptions import ClientError
@@ -104,6 +105,21 @@ class LoadReport:
     def with_unmapped(self) -> list[Outcome]:
         """Loaded objects that kept some values in metadata because no column could take them."""
         return [o for o in self.outcomes if o.status == "loaded" and o.unmapped]
+
+    def summary(self, limit: int = 200) -> dict[str, Any]:
+        """What the run loaded, as plain data (run metadata in the UI; the command line prints it); object
+        lists stop at ``limit`` (the ledger has every object)."""
+        return {
+            "loaded": self.count("loaded"),
+            "quarantined": self.count("quarantined"),
+            "skipped": self.count("skipped"),
+            "rows": {table: self.rows(table) for table in ("observations", "traces", "scores")},
+            "bytes_loaded": self.bytes_loaded,
+            "skipped_by_reason": self.skipped_by_reason(),
+            "quarantined_objects": [[o.key, o.reason] for o in self.quarantined[:limit]],
+            "loaded_with_unmapped": [[o.key, o.note] for o in self.with_unmapped[:limit]],
+            "notes": self.notes[:limit],
+        }
 
 
 @dataclass

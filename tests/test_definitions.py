@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from orchestration.clickhouse import open_clickhouse, query_scalar
+from orchestration.settings import load_settings
 from tests.conftest import INGESTION_V2, OTLP_PB, SCORES_V5, minute_key, put
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,6 +111,12 @@ def test_run_once_loads_the_shared_fixtures_and_exits_zero(env, s3):
     )
     assert done.returncode == 0, done.stderr
     assert "model=trace_summaries rows=2 build='2 changed keys, 1 partitions'" in done.stdout
+    # every stage was a run of the code location's jobs on the instance the UI reads
+    with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
+        jobs = [r.job_name for r in instance.get_runs() if r.status == dg.DagsterRunStatus.SUCCESS]
+    assert sorted(jobs) == sorted(
+        2 * ["reconcile_raw_bucket", "propagate_events", "refresh_changed_days", "refresh_models"]
+    )
     with open_clickhouse(None, env.chdb_path) as ch:
         assert query_scalar(ch, "SELECT count() FROM tracehouse.trace_summaries") == 2
         assert query_scalar(ch, "SELECT sum(scores) FROM tracehouse.scores_daily") == 2

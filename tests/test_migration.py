@@ -252,5 +252,6 @@ def test_a_failed_run_of_the_command_line_says_why(env, ch):
         instance.add_dynamic_partitions("legacy_parts", ["bucket-999"])
         run = run_job("migrate_legacy", instance, partition_key="bucket-999")
         assert not run.success
-        reason, _metadata = failure(run)
-        assert "bucket-999 is not a part of the current snapshot" in reason
+        why = failure(run)
+        assert "bucket-999 is not a part of the current snapshot" in why.reason
+        assert "Failure" in why.details  # the error and its traceback, for the log file
