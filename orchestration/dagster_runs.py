@@ -18,6 +18,7 @@ from typing import Any
 
 import dagster as dg
 
+from orchestration.faults import EXIT_BUG
 from orchestration.settings import Settings
 
 _DAGSTER_YAML = """\
@@ -129,7 +130,11 @@ def failure(result: dg.ExecuteInProcessResult) -> RunFailure:
             reasons.append(data.user_failure_data.description or "")
             metadata.update({k: v.value for k, v in data.user_failure_data.metadata.items()})
         elif data.error:
-            reasons.append(f"{data.error.cls_name}: {data.error.message.strip()}")
+            error = data.error  # Dagster's wrapper first; the user code's exception is its cause
+            while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+                error = error.cause
+            reasons.append(f"unexpected {error.message.strip().splitlines()[0][:300]}")  # "ValueError: …"
+            metadata.setdefault("fault_code", EXIT_BUG)  # not a fault this code knows: a bug
         if data.error:
             details.append(f"step {event.step_key}:\n{data.error.to_string()}")
     reason = "; ".join(r for r in reasons if r) or f"run {result.run_id} did not succeed"

@@ -245,7 +245,7 @@ def test_snapshot_and_part_partitions_in_dagster(env, ch):
     assert _rows(ch, ACTUAL) == _rows(ch, EXPECTED)
 
 
-def test_a_failed_run_of_the_command_line_says_why(env, ch):
+def test_a_failed_run_of_the_command_line_says_why(env):
     from orchestration.dagster_runs import failure, run_job
 
     with dg.instance_for_test() as instance:
@@ -255,3 +255,20 @@ def test_a_failed_run_of_the_command_line_says_why(env, ch):
         why = failure(run)
         assert "bucket-999 is not a part of the current snapshot" in why.reason
         assert "Failure" in why.details  # the error and its traceback, for the log file
+
+
+def test_a_bug_in_a_run_reads_as_its_own_exception_not_dagsters_wrapper():
+    from orchestration.dagster_runs import failure
+
+    @dg.op
+    def broken() -> None:
+        raise ValueError("boom\nsecond line")
+
+    @dg.job
+    def job() -> None:
+        broken()
+
+    why = failure(job.execute_in_process(raise_on_error=False))
+    assert why.reason == "unexpected ValueError: boom" and "Traceback" not in why.reason
+    assert "ValueError" in why.details and "second line" in why.details
+    assert why.metadata["fault_code"] == 70  # the exit code of a bug (orchestration/faults.py)
