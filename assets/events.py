@@ -13,7 +13,7 @@ from pydantic import Field
 
 from assets.staging import table_metadata
 from orchestration.clickhouse import ClickHouse, query_scalar
-from orchestration.faults import as_failure
+from orchestration.faults import run_failures
 from orchestration.health import BARE_SHARE, MIN_SPANS, bare_scopes, health_table, instrumentation_health
 from orchestration.models import lineage_markdown
 from orchestration.propagation import (
@@ -135,7 +135,7 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
     settings = load_settings()
     delay = settings.propagation_delay_seconds if config.delay_seconds is None else config.delay_seconds
     with clickhouse.connect() as ch:
-        try:
+        with run_failures(retry=config.retry):
             report = propagate(
                 ch,
                 delay_seconds=delay,
@@ -148,11 +148,6 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
                     f"{w.repaired} repaired, {w.replaced} superseded rows removed, {w.scores} scores"
                 ),
             )
-        except Exception as exc:
-            failure = as_failure(exc, retry=config.retry)
-            if failure is None:
-                raise
-            raise failure from exc
         if not report.caught_up:
             context.log.warning(f"{config.max_windows} windows done, more are due: the next run continues")
         lag = None

@@ -122,15 +122,15 @@ def all_parts_migrated(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckR
             "parts_migrated": len(done),
             "parts_outstanding": len(outstanding),
             "first_outstanding": ", ".join(outstanding[:10]),
-            "state": "migrated"
-            if partitions and not outstanding
-            else (
-                "under way: backfill the missing partitions"
-                if partitions
-                else "no snapshot yet: materialize legacy_snapshot"
-            ),
+            "state": _migration_state(len(partitions), len(outstanding)),
         },
     )
+
+
+def _migration_state(parts: int, outstanding: int) -> str:
+    if not parts:
+        return "no snapshot yet: materialize legacy_snapshot"
+    return "under way: backfill the missing partitions" if outstanding else "migrated"
 
 
 snapshot_legacy = dg.define_asset_job(

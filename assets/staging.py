@@ -13,7 +13,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
-from orchestration.faults import as_failure
+from orchestration.faults import run_failures
 from orchestration.loader import STAGING_TABLES, LoadReport, load_objects
 from orchestration.reconcile import pending_keys
 from orchestration.resources import ClickHouseResource
@@ -176,7 +176,7 @@ def staging_tables(
     settings = load_settings()
     report = LoadReport()
     with ExitStack() as stack:
-        try:
+        with run_failures(retry=config.retry):  # a fault an operator can fix reads as one line in the UI
             client = s3.get_client()
             ch = stack.enter_context(clickhouse.connect())
             batches: list[dict[str, str]] = [dict.fromkeys(config.keys, "")] if config.keys else []
@@ -186,11 +186,6 @@ def staging_tables(
                 report.add(
                     load_objects(ch, client, list(page), settings, run_id=context.run.run_id, etags=page)
                 )
-        except Exception as exc:  # a fault an operator can fix reads as one line in the UI; bugs stay raw
-            failure = as_failure(exc, retry=config.retry)
-            if failure is None:
-                raise
-            raise failure from exc
         for o in report.quarantined:
             context.log.warning(f"quarantined {o.key}: {o.reason}")
         for note in report.notes:

@@ -68,6 +68,7 @@ def measure(delay: int, timeout: float) -> dict[str, float]:
                 time.sleep(2)
         finally:
             stop_tree(process, grace=30)
+            log.close()
             if instance is not None:
                 instance.dispose()
         return seen

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 # Exit codes of every `tracehouse` command (README, docs/operations.md).
@@ -102,15 +103,20 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def as_failure(exc: BaseException, retry: bool = True):
-    """A run step's exception as a ``dg.Failure`` that reads as one line, its exit code in the metadata
-    (``fault_code``, for the command line). A known fault always; anything else only with ``retry=False``
-    (the command line fails at once, no retry policy): else None, and a bug keeps its own traceback."""
-    import dagster as dg
+@contextmanager
+def run_failures(retry: bool = True) -> Iterator[None]:
+    """Inside a run step: an exception leaves the block as a ``dg.Failure`` that reads as one line, its exit
+    code in the metadata (``fault_code``, for the command line). A known fault always; anything else only
+    with ``retry=False`` (the command line fails at once, no retry policy) — else a bug keeps its own
+    traceback."""
+    try:
+        yield
+    except Exception as exc:
+        import dagster as dg
 
-    fault = classify(exc)
-    if fault is None and retry:
-        return None
-    code = fault.code if fault else EXIT_BUG
-    message = fault.message if fault else f"unexpected {type(exc).__name__}: {first_line(exc)}"
-    return dg.Failure(description=message, metadata={"fault_code": code}, allow_retries=retry)
+        fault = classify(exc)
+        if fault is None and retry:
+            raise
+        code = fault.code if fault else EXIT_BUG
+        message = fault.message if fault else f"unexpected {type(exc).__name__}: {first_line(exc)}"
+        raise dg.Failure(description=message, metadata={"fault_code": code}, allow_retries=retry) from exc
