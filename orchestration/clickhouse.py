@@ -73,8 +73,8 @@ def _quote(value: Any) -> str:
 def format_param(value: Any) -> str:
     """A Python value in ClickHouse's text format for query parameters (what HTTP ``param_*`` carries).
 
-    chDB passes parameter strings through unchanged, so they are formatted here; the server backend lets
-    clickhouse-connect do the same.
+    Both backends send this text: chDB takes parameter strings as they are, and clickhouse-connect is
+    handed it ready-made (``_Formatted``).
     """
     if value is None:
         return "\\N"
@@ -140,6 +140,24 @@ class ChdbClickHouse:
         return data.num_rows
 
 
+class _Formatted:
+    """A parameter already in ClickHouse's text format: clickhouse-connect sends it as ``str()`` gives it."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _connect_params(params: Mapping[str, Any] | None) -> dict[str, _Formatted] | None:
+    """The same parameter text as the embedded backend. clickhouse-connect's own formatting would send
+    dicts as JSON (which a ``Map`` parameter cannot parse) and datetimes without their microseconds."""
+    return {k: _Formatted(format_param(v)) for k, v in params.items()} if params else None
+
+
 class ConnectClickHouse:
     """A real ClickHouse server through clickhouse-connect (HTTP), same SQL as chDB."""
 
@@ -147,10 +165,10 @@ class ConnectClickHouse:
         self._client = client
 
     def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        self._client.command(sql, parameters=dict(params) if params else None)
+        self._client.command(sql, parameters=_connect_params(params))
 
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        return self._client.query_arrow(sql, parameters=dict(params) if params else None)
+        return self._client.query_arrow(sql, parameters=_connect_params(params))
 
     def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any] | None = None) -> int:
         if data.num_rows == 0:
@@ -276,7 +294,9 @@ def open_clickhouse(url: str | None, chdb_path: Path, wait_seconds: float = 120.
     if url:
         import clickhouse_connect
 
-        client = ConnectClickHouse(clickhouse_connect.get_client(dsn=url))
+        # No session id: one client is shared by threads (an asset and its checks, the loader's workers), and
+        # a server refuses concurrent requests in one session (SESSION_IS_LOCKED). Nothing here needs one.
+        client = ConnectClickHouse(clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False))
         try:
             yield client
         finally:

@@ -1,7 +1,9 @@
 """Real parts only: a SeaweedFS process for S3 and embedded chDB for ClickHouse.
 
 One SeaweedFS serves the whole session; every test gets its own bucket and its own chDB folder
-(``TRACEHOUSE_HOME``), so tests cannot see each other's data.
+(``TRACEHOUSE_HOME``), so tests cannot see each other's data. Data-flow tests marked ``@BOTH_BACKENDS`` run
+twice: on embedded chDB, and in server mode, where ``CLICKHOUSE_URL`` points clickhouse-connect at a
+ClickHouse HTTP interface in front of the test's own chDB folder (tests/clickhouse_http.py).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from orchestration.clickhouse import ClickHouse, open_clickhouse
 from orchestration.local_s3 import LocalS3, ensure_bucket
 from orchestration.schema import apply_migrations
 from orchestration.settings import Settings, load_settings
+from tests.clickhouse_http import ClickHouseHTTP
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 OTLP_PB = FIXTURES / "langfuse-python-v5" / "otlp-traces-0000.pb.gz"
 SCORES_V5 = FIXTURES / "langfuse-python-v5" / "scores-0001.json"
 INGESTION_V2 = FIXTURES / "langfuse-python-v2" / "ingestion-batch-0000.json"
+
+BOTH_BACKENDS = pytest.mark.parametrize("env", ["embedded", "server"], indirect=True)
 
 
 def pytest_configure(config) -> None:
@@ -50,15 +55,31 @@ def seaweed(tmp_path_factory) -> Iterator[LocalS3]:
 
 
 @pytest.fixture
-def env(seaweed: LocalS3, tmp_path: Path, monkeypatch) -> Settings:
-    """A fresh home and bucket, with the environment a deployment would have."""
+def env(seaweed: LocalS3, tmp_path: Path, monkeypatch, request) -> Iterator[Settings]:
+    """A fresh home and bucket, with the environment a deployment would have (embedded unless the test is
+    parametrised to "server")."""
     bucket = "raw-" + uuid.uuid4().hex[:12]
     monkeypatch.setenv("TRACEHOUSE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("RAW_BUCKET", bucket)
     monkeypatch.setenv("RAW_PREFIX", "")
     monkeypatch.delenv("CLICKHOUSE_URL", raising=False)
     ensure_bucket(seaweed.client(), bucket)
-    return load_settings()
+    if getattr(request, "param", "embedded") == "embedded":
+        yield load_settings()
+        return
+    server = ClickHouseHTTP.start(tmp_path / "server-clickhouse")
+    monkeypatch.setenv("CLICKHOUSE_URL", server.url)
+    try:
+        settings = load_settings()
+        yield settings
+        assert not settings.chdb_path.exists(), "server mode fell back to embedded chDB"
+    finally:
+        server.stop()
+
+
+def connect(settings: Settings):
+    """The test's ClickHouse, on whichever backend it runs."""
+    return open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path)
 
 
 @pytest.fixture
@@ -68,7 +89,7 @@ def s3(seaweed: LocalS3):
 
 @pytest.fixture
 def ch(env: Settings) -> Iterator[ClickHouse]:
-    with open_clickhouse(None, env.chdb_path) as client:
+    with connect(env) as client:
         apply_migrations(client)
         yield client
 

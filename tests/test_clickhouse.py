@@ -1,21 +1,24 @@
-"""The ClickHouse adapters: parameter binding round trips in real chDB, settings, the embedded lock."""
+"""The ClickHouse backends: parameter binding round trips in real chDB, embedded and via clickhouse-connect
+over HTTP (tests/clickhouse_http.py), inserts, errors, threads sharing a client, the embedded lock."""
 
 import os
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
 
 from orchestration.clickhouse import (
-    ConnectClickHouse,
     _settings_clause,
     format_param,
     open_clickhouse,
+    query_rows,
     query_scalar,
 )
+from tests.clickhouse_http import ClickHouseHTTP
 
 HOSTILE = [
     "plain",
@@ -29,10 +32,18 @@ HOSTILE = [
 ]
 
 
-@pytest.fixture
-def chdb(tmp_path):
-    with open_clickhouse(None, tmp_path / "ch") as ch:
-        yield ch
+@pytest.fixture(params=["embedded", "server"])
+def chdb(tmp_path, request):
+    if request.param == "embedded":
+        with open_clickhouse(None, tmp_path / "ch") as ch:
+            yield ch
+        return
+    server = ClickHouseHTTP.start(tmp_path / "server")
+    try:
+        with open_clickhouse(server.url, tmp_path / "unused") as ch:
+            yield ch
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("value", HOSTILE)
@@ -67,38 +78,26 @@ def test_settings_clause_accepts_only_names_and_numbers():
         _settings_clause({"max_threads": "1; DROP TABLE t"})
 
 
-class _Recorder:
-    """Stands in for clickhouse_connect's client to check what the thin adapter forwards (no network)."""
-
-    def __init__(self):
-        self.calls = []
-
-    def command(self, sql, parameters=None):
-        self.calls.append(("command", sql, parameters))
-
-    def query_arrow(self, sql, parameters=None):
-        self.calls.append(("query_arrow", sql, parameters))
-        return pa.table({"x": [1]})
-
-    def insert_arrow(self, table, data, settings=None):
-        self.calls.append(("insert_arrow", table, settings))
-
-    def close(self):
-        self.calls.append(("close",))
-
-
-def test_server_adapter_passes_parameters_and_settings_through():
-    rec = _Recorder()
-    ch = ConnectClickHouse(rec)
-    ch.command("SELECT {v:String}", {"v": "O'Brien"})
-    assert ch.query_arrow("SELECT 1").num_rows == 1
-    assert ch.insert_arrow("db.t", pa.table({"a": [1, 2]}), {"async_insert": 0}) == 2
-    assert ch.insert_arrow("db.t", pa.table({"a": pa.array([], pa.int64())})) == 0
-    assert rec.calls == [
-        ("command", "SELECT {v:String}", {"v": "O'Brien"}),
-        ("query_arrow", "SELECT 1", None),
-        ("insert_arrow", "db.t", {"async_insert": 0}),
-    ]
+def test_inserts_errors_and_threads_sharing_one_client(chdb):
+    chdb.command("CREATE TABLE t (k String, m Map(String, UInt64), at DateTime64(6, 'UTC')) ENGINE = Memory")
+    moment = datetime(2026, 11, 24, 12, 30, 1, 250000, tzinfo=UTC)
+    rows = pa.table(
+        {
+            "k": HOSTILE,
+            "m": pa.array([[("in'put", i)] for i in range(len(HOSTILE))], pa.map_(pa.string(), pa.uint64())),
+            "at": pa.array([moment] * len(HOSTILE), pa.timestamp("us", tz="UTC")),
+        }
+    )
+    assert chdb.insert_arrow("t", rows) == len(HOSTILE)
+    assert chdb.insert_arrow("t", rows.slice(0, 0)) == 0
+    got = query_rows(chdb, "SELECT k, m, at FROM t WHERE k = {k:String}", {"k": "O'Brien"})
+    assert got == [{"k": "O'Brien", "m": [("in'put", 1)], "at": moment}]
+    with pytest.raises(Exception, match="UNKNOWN_TABLE"):  # the server's own error reaches the caller
+        chdb.command("SELECT * FROM no_such_table")
+    # an asset and its checks share one client across threads: no "session is locked" on a server
+    with ThreadPoolExecutor(4) as pool:
+        counts = list(pool.map(lambda _: query_scalar(chdb, "SELECT count() FROM t"), range(40)))
+    assert counts == [len(HOSTILE)] * 40
 
 
 def test_second_process_on_the_same_folder_gets_a_clear_error(tmp_path):

@@ -18,7 +18,7 @@ from orchestration.loader import load_objects
 from orchestration.parsers import parse_object
 from orchestration.raw_keys import parse_key
 from orchestration.schema import apply_migrations
-from tests.conftest import INGESTION_V2, OTLP_PB, SCORES_V5, minute_key, put
+from tests.conftest import BOTH_BACKENDS, INGESTION_V2, OTLP_PB, SCORES_V5, connect, minute_key, put
 
 DB = "tracehouse"
 
@@ -30,6 +30,7 @@ def counts(ch) -> dict[str, int]:
     }
 
 
+@BOTH_BACKENDS
 def test_shared_fixtures_load_with_every_field_in_place(env, s3, ch):
     keys = [
         put(s3, env, minute_key("proj-1", "otlp", "a.binpb.gz", "2026-11-24T01:46"), OTLP_PB.read_bytes()),
@@ -68,6 +69,7 @@ def test_shared_fixtures_load_with_every_field_in_place(env, s3, ch):
     ]
 
 
+@BOTH_BACKENDS
 def test_bad_objects_are_quarantined_and_the_rest_loads(env, s3, ch):
     good = generate(s3, env.raw_bucket, objects=4, traces_per_object=3, seed=7)
     bad = {
@@ -123,13 +125,12 @@ def _expected_rows(s3, env, keys) -> int:
 
 _CRASHING_LOAD = textwrap.dedent("""
     import os, sys
-    from orchestration.clickhouse import ChdbClickHouse, open_clickhouse
+    from orchestration.clickhouse import open_clickhouse
     from orchestration.loader import load_objects
     from orchestration.local_s3 import s3_client
     from orchestration.settings import load_settings
 
     table_to_die_on, nth = sys.argv[1], int(sys.argv[2])
-    original = ChdbClickHouse.insert_arrow
     seen = {"n": 0}
 
     def insert_then_maybe_die(self, table, data, settings=None):
@@ -140,14 +141,16 @@ _CRASHING_LOAD = textwrap.dedent("""
                 os._exit(137)  # like a SIGKILL: no cleanup, no finally
         return result
 
-    ChdbClickHouse.insert_arrow = insert_then_maybe_die
     settings = load_settings()
     keys = sys.argv[3].split(",")
-    with open_clickhouse(None, settings.chdb_path) as ch:
+    with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
+        original = type(ch).insert_arrow  # either backend
+        type(ch).insert_arrow = insert_then_maybe_die
         load_objects(ch, s3_client(settings.s3_endpoint_url), keys, settings, group_bytes=1)
 """)
 
 
+@BOTH_BACKENDS
 @pytest.mark.parametrize(
     ("die_after", "nth"),
     [
@@ -161,7 +164,7 @@ def test_killed_load_then_rerun_has_every_row_exactly_once(env, s3, die_after, n
     summary = generate(
         s3, env.raw_bucket, objects=4, traces_per_object=5, formats=("ingestion", "otlp_json"), seed=3
     )
-    with open_clickhouse(None, env.chdb_path) as ch:
+    with connect(env) as ch:
         apply_migrations(ch)
     proc = subprocess.run(
         [sys.executable, "-c", _CRASHING_LOAD, die_after, str(nth), ",".join(summary.keys)],
@@ -171,7 +174,7 @@ def test_killed_load_then_rerun_has_every_row_exactly_once(env, s3, die_after, n
         timeout=120,
     )
     assert proc.returncode == 137, proc.stderr
-    with open_clickhouse(None, env.chdb_path) as ch:
+    with connect(env) as ch:
         load_objects(ch, s3, summary.keys, env, run_id="retry")
         assert query_scalar(ch, f"SELECT count() FROM {DB}.observations_staging") == _expected_rows(
             s3, env, summary.keys

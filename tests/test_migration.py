@@ -18,7 +18,7 @@ from orchestration.migration import done_parts, migrate_part, parts, prepare
 from orchestration.propagation import propagate
 from orchestration.schema import apply_migrations
 from orchestration.settings import load_settings
-from tests.conftest import minute_key, put
+from tests.conftest import BOTH_BACKENDS, minute_key, put
 
 DB = "tracehouse"
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +46,7 @@ def _migrate_all(ch, rows_per_part=4000) -> list:
     return [migrate_part(ch, p.name) for p in prepare(ch, rows_per_part=rows_per_part)]
 
 
+@BOTH_BACKENDS
 def test_migrated_events_equal_the_final_based_computation(ch):
     generate_legacy(ch, 20_000, per_trace=5)
     assert query_scalar(ch, "SELECT count() FROM legacy.observations") > 20_000  # versions and duplicates
@@ -84,6 +85,7 @@ def test_legacy_scores_are_migrated_with_their_versions_and_deletions(ch):
     assert query_scalar(ch, f"SELECT count() - uniqExact(project_id, id) FROM {DB}.scores") == 0
 
 
+@BOTH_BACKENDS
 def test_rerunning_a_part_replaces_its_rows(ch):
     generate_legacy(ch, 5_000, per_trace=5)
     first = _migrate_all(ch, rows_per_part=2000)

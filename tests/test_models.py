@@ -28,7 +28,7 @@ from orchestration.models import (
 )
 from orchestration.propagation import propagate
 from orchestration.settings import load_settings
-from tests.conftest import INGESTION_V2, OTLP_PB, minute_key, put
+from tests.conftest import BOTH_BACKENDS, INGESTION_V2, OTLP_PB, minute_key, put
 
 DB = "tracehouse"
 REPO = Path(__file__).resolve().parents[1]
@@ -75,6 +75,7 @@ def test_column_lineage_is_derived_from_the_sql():
     assert list(models).index("trace_summaries") < list(models).index("session_summaries")
 
 
+@BOTH_BACKENDS
 def test_usage_daily_matches_an_independent_computation(filled):
     ch = filled
     model = load_models()["usage_daily"]
@@ -187,6 +188,7 @@ def test_rebuilding_a_day_replaces_it_exactly(filled, env, s3):
     assert reconcile(ch, model) == []
 
 
+@BOTH_BACKENDS
 def test_replay_with_changed_logic_swaps_without_an_empty_or_doubled_table(filled, tmp_path):
     ch = filled
     models = load_models()
@@ -411,6 +413,7 @@ def test_replay_command(env, s3):
     assert unknown.returncode != 0 and "unknown model" in unknown.stderr
 
 
+@BOTH_BACKENDS
 def test_replay_events_from_raw_swaps_in_new_logic_and_keeps_live_loads(env, s3, ch):
     """Staging-level logic changed: events is rebuilt from the raw bucket in a shadow database and swapped
     in; a load the live path commits meanwhile is in the result exactly once."""

@@ -25,7 +25,7 @@ from orchestration.propagation import (
     watermark,
 )
 from orchestration.schema import apply_migrations
-from tests.conftest import INGESTION_V2, OTLP_PB, minute_key, put
+from tests.conftest import BOTH_BACKENDS, INGESTION_V2, OTLP_PB, connect, minute_key, put
 
 DB = "tracehouse"
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +70,7 @@ def _split_v2() -> tuple[bytes, bytes]:
     )
 
 
+@BOTH_BACKENDS
 def test_fixtures_propagate_with_trace_attributes_on_every_observation(env, s3, ch):
     load(
         ch,
@@ -200,36 +201,38 @@ _CRASH = textwrap.dedent(
     """
     import os, sys
     from orchestration import propagation as p
-    from orchestration.clickhouse import ChdbClickHouse, open_clickhouse
+    from orchestration.clickhouse import open_clickhouse
     from orchestration.settings import load_settings
 
     def die(*_args, **_kwargs):
         os._exit(9)
 
+    def die_on(prefix, client):  # the statement starting with prefix never runs (either backend)
+        command = type(client).command
+        type(client).command = lambda self, sql, params=None: (
+            die() if sql.startswith(prefix) else command(self, sql, params))
+
     point = sys.argv[1]
-    if point == "after_insert":  # the events insert committed, not yet published
-        p.publish_rows = die
-    elif point == "after_publish":  # published and superseded rows hidden, not yet deleted
-        command = ChdbClickHouse.command
-        ChdbClickHouse.command = lambda self, sql, params=None: (
-            die() if sql.startswith("DELETE FROM tracehouse.events ") else command(self, sql, params))
-    elif point == "mid_cleanup":  # events cleaned, events_core not yet
-        command = ChdbClickHouse.command
-        ChdbClickHouse.command = lambda self, sql, params=None: (
-            die() if sql.startswith("DELETE FROM tracehouse.events_core") else command(self, sql, params))
-    else:  # everything committed but the watermark row
-        log = p._log
-        p._log = lambda ch, db, res, status, run: die() if status == "done" else log(ch, db, res, status, run)
-    with open_clickhouse(None, load_settings().chdb_path) as ch:
+    with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), load_settings().chdb_path) as ch:
+        if point == "after_insert":  # the events insert committed, not yet published
+            p.publish_rows = die
+        elif point == "after_publish":  # published and superseded rows hidden, not yet deleted
+            die_on("DELETE FROM tracehouse.events ", ch)
+        elif point == "mid_cleanup":  # events cleaned, events_core not yet
+            die_on("DELETE FROM tracehouse.events_core", ch)
+        else:  # everything committed but the watermark row
+            log = p._log
+            p._log = lambda *a: die() if a[3] == "done" else log(*a)
         p.propagate(ch, delay_seconds=0, interval_seconds=180)
     """
 )
 
 
+@BOTH_BACKENDS
 @pytest.mark.parametrize("crash_at", ["after_insert", "after_publish", "mid_cleanup", "before_watermark"])
 def test_killed_run_is_completed_exactly_once_by_the_next(env, s3, crash_at):
     early, _ = _split_v2()
-    with open_clickhouse(None, env.chdb_path) as ch:
+    with connect(env) as ch:
         apply_migrations(ch)
         load(ch, s3, env, {minute_key("p1", "ingestion", "b.json"): INGESTION_V2.read_bytes()})
         run(ch)  # a first window in events, so the crashed one has rows to supersede
@@ -238,7 +241,7 @@ def test_killed_run_is_completed_exactly_once_by_the_next(env, s3, crash_at):
         [sys.executable, "-c", _CRASH, crash_at], cwd=REPO, env=os.environ, capture_output=True, timeout=180
     )
     assert child.returncode == 9, child.stderr.decode()[-2000:]
-    with open_clickhouse(None, env.chdb_path) as ch:
+    with connect(env) as ch:
         started = query_scalar(
             ch, f"SELECT countIf(status = 'started') - countIf(status = 'done') FROM {DB}.propagation_log"
         )
