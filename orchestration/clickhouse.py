@@ -99,6 +99,17 @@ def format_param(value: Any) -> str:
     raise TypeError(f"unsupported query parameter type {type(value).__name__}")
 
 
+def cluster_name() -> str | None:
+    """``CLICKHOUSE_CLUSTER``: set, every DDL statement is sent ``ON CLUSTER`` it (docs/operations.md)."""
+    return os.environ.get("CLICKHOUSE_CLUSTER") or None
+
+
+def on_cluster() -> str:
+    """The ``ON CLUSTER`` clause of a DDL statement, empty outside cluster mode."""
+    cluster = cluster_name()
+    return f" ON CLUSTER {cluster}" if cluster else ""
+
+
 def _chdb_params(params: Mapping[str, Any] | None) -> dict[str, str] | None:
     return {k: format_param(v) for k, v in params.items()} if params else None
 

@@ -16,7 +16,6 @@ With ``CLICKHOUSE_CLUSTER`` set, model tables are Replicated and created, exchan
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.lineage import lineage
 
-from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
+from orchestration.clickhouse import ClickHouse, cluster_name, on_cluster, query_rows, query_scalar
 from orchestration.propagation import EVENT_COLUMNS, TRACE_FIELDS
 from orchestration.settings import DATABASE, load_settings
 
@@ -284,19 +283,10 @@ def lineage_markdown(deps_by_column: dict[str, list[tuple[str, str]]]) -> str:
 # --- building ----------------------------------------------------------------------------------------
 
 
-def _cluster() -> str | None:
-    return os.environ.get("CLICKHOUSE_CLUSTER") or None
-
-
-def on_cluster() -> str:
-    cluster = _cluster()
-    return f" ON CLUSTER {cluster}" if cluster else ""
-
-
 def _engine_clause(model: Model, db: str, table: str) -> str:
     """Engine, partition and order of a model table; Replicated (own Keeper path per table) on a cluster."""
     engine = model.config.get("engine", "MergeTree")
-    if _cluster():
+    if cluster_name():
         engine = f"Replicated{engine}('/clickhouse/tables/{{shard}}/{db}/{table}', '{{replica}}')"
     parts = [f"ENGINE = {engine}"]
     if model.incremental or model.keyed:
@@ -343,7 +333,7 @@ def build_day(ch: ClickHouse, model: Model, day: date, db: str = DATABASE) -> in
             if rows
             else f"DROP PARTITION ID '{day:%Y%m%d}'"
         )
-        ch.command(f"ALTER TABLE {db}.{model.name} {replace}")
+        ch.command(f"ALTER TABLE {db}.{model.name}{on_cluster()} {replace}")
     finally:
         drop_table(ch, db, scratch)
     return rows

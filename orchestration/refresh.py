@@ -27,13 +27,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
+from orchestration.clickhouse import ClickHouse, on_cluster, query_rows, query_scalar
 from orchestration.models import (
     Model,
     build_day,
     create_empty,
     drop_table,
-    on_cluster,
     output_columns,
     rebuild,
     select_sql,

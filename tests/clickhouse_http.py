@@ -130,7 +130,8 @@ class _Cluster:
             r"Replicated(\w*MergeTree)\(\s*'[^']*'\s*,\s*'[^']*'\s*(,\s*)?", re.IGNORECASE
         )
         self._distributed = re.compile(
-            rf"Distributed\(\s*'?{quoted}'?\s*,\s*'?(\w+)'?\s*,\s*'?(\w+)'?\s*(?:,[^)]*)?\)", re.IGNORECASE
+            rf"Distributed\(\s*'?{quoted}'?\s*,\s*'?(\w+)'?\s*,\s*'?(\w+)'?\s*(?:,.*)?\)\s*$",
+            re.IGNORECASE | re.MULTILINE,
         )
 
     def local(self, sql: str) -> str:

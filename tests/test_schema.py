@@ -1,6 +1,7 @@
 """Versioned DDL: idempotent on one node, and a cluster form (ON CLUSTER, Replicated engines, Distributed
 reads) rendered from the same files that ClickHouse's own parser and sqlglot accept."""
 
+import json
 import re
 from decimal import Decimal
 
@@ -45,42 +46,57 @@ def test_single_node_ddl_has_no_cluster_parts():
         )
 
 
-class _Recorder:
-    """Records the statements a model build sends (DDL rendering only; data flow is tested on chDB)."""
+def test_every_schema_statement_sent_in_cluster_mode_is_on_cluster(env, s3, tmp_path, monkeypatch):
+    """The pipeline in cluster mode through clickhouse-connect, every statement recorded by the HTTP fixture
+    (which runs cluster SQL on one chDB node, tests/clickhouse_http.py): schema, load, propagation, whole and
+    keyed model builds, a blue/green rebuild, a replay of events from raw. Every statement that creates,
+    drops, renames, swaps or truncates a table or database carries ON CLUSTER, and so does every ALTER of a
+    schema; ALTERs that move partitions or mutate rows of Replicated tables run on the replica holding the
+    source data and the engine replicates them."""
+    from orchestration.generate import generate
+    from orchestration.loader import load_objects
+    from orchestration.models import load_models, rebuild
+    from orchestration.propagation import propagate
+    from orchestration.refresh import build
+    from orchestration.replay import replay_from_raw
+    from tests.clickhouse_http import ClickHouseHTTP
 
-    def __init__(self):
-        self.sql: list[str] = []
-
-    def command(self, sql, params=None):
-        self.sql.append(sql)
-
-    def query_arrow(self, sql, params=None):
-        import pyarrow as pa
-
-        if sql.startswith("SELECT name FROM system.tables"):  # no leftovers to drop
-            return pa.table({"name": pa.array([], pa.string())})
-        return pa.table({"value": [1 if "system.tables" in sql else 0]})  # the model table exists
-
-
-def test_model_ddl_is_replicated_on_a_cluster_and_parses(tmp_path, monkeypatch):
-    from datetime import date
-
-    from orchestration.models import build_day, load_models, rebuild
-
+    record = tmp_path / "statements.jsonl"
+    server = ClickHouseHTTP.start(tmp_path / "node", record=record, cluster="prod")
     monkeypatch.setenv("CLICKHOUSE_CLUSTER", "prod")
-    recorder = _Recorder()
-    models = load_models()
-    build_day(recorder, models["usage_daily"], date(2026, 11, 24))
-    rebuild(recorder, models["trace_summaries"])
-    ddl = [s for s in recorder.sql if s.split()[0] in ("CREATE", "DROP", "EXCHANGE", "RENAME")]
-    assert {s.split()[0] for s in ddl} == {"CREATE", "DROP", "EXCHANGE"}
-    for statement in ddl:
-        assert "ON CLUSTER prod" in statement, statement[:80]
-        if statement.startswith("CREATE"):
-            assert "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tracehouse/" in statement
-    with open_clickhouse(None, tmp_path / "ch") as ch:
-        for statement in ddl:
-            assert query_rows(ch, "EXPLAIN AST " + statement), statement
+    try:
+        with open_clickhouse(server.url, env.chdb_path) as ch:
+            apply_migrations(ch)
+            keys = generate(s3, env.raw_bucket, "", objects=2, traces_per_object=3, seed=5).keys
+            load_objects(ch, s3, keys, env, run_id="t")
+            propagate(ch, delay_seconds=0, interval_seconds=180)
+            models = load_models()
+            built: set[str] = set()
+            while len(built) < len(models):  # each model after the models it reads
+                for model in models.values():
+                    if model.name not in built and set(model.refs) <= built:
+                        build(ch, model)
+                        built.add(model.name)
+            more = generate(s3, env.raw_bucket, "", objects=1, traces_per_object=2, seed=6).keys
+            load_objects(ch, s3, more, env, run_id="t2")
+            propagate(ch, delay_seconds=0, interval_seconds=180)
+            for name in models:  # keyed or per-day refreshes of what changed
+                build(ch, models[name])
+            rebuild(ch, models["trace_summaries"])
+            replay_from_raw(ch, s3, env)
+            assert query_scalar(ch, "SELECT count() FROM tracehouse.events_distributed") > 0
+    finally:
+        server.stop()
+    statements = [json.loads(line)["sql"] for line in record.read_text().splitlines()]
+    schema = [s for s in statements if re.match(r"\s*(CREATE|DROP|RENAME|EXCHANGE|TRUNCATE)\b", s, re.I)]
+    verbs = {s.split()[0].upper() for s in schema}
+    assert verbs == {"CREATE", "DROP", "RENAME", "EXCHANGE", "TRUNCATE"}, verbs
+    assert [s[:120] for s in schema if "ON CLUSTER prod" not in s] == []
+    assert len(schema) > 60
+    alters = [s for s in statements if s.lstrip().upper().startswith("ALTER")]
+    data_moves = [s for s in alters if re.search(r"\b(PARTITION|UPDATE|DELETE)\b", s)]
+    assert data_moves
+    assert [s[:120] for s in alters if s not in data_moves and "ON CLUSTER prod" not in s] == []
 
 
 def test_trace_attribute_states_of_0002_are_carried_into_ranked_tuples(tmp_path):
