@@ -100,7 +100,7 @@ def format_param(value: Any) -> str:
 
 
 def cluster_name() -> str | None:
-    """``CLICKHOUSE_CLUSTER``: set, every DDL statement is sent ``ON CLUSTER`` it (docs/operations.md)."""
+    """``CLICKHOUSE_CLUSTER``: when set, schema statements are sent ``ON CLUSTER`` (docs/operations.md)."""
     return os.environ.get("CLICKHOUSE_CLUSTER") or None
 
 

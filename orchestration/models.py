@@ -333,7 +333,7 @@ def build_day(ch: ClickHouse, model: Model, day: date, db: str = DATABASE) -> in
             if rows
             else f"DROP PARTITION ID '{day:%Y%m%d}'"
         )
-        ch.command(f"ALTER TABLE {db}.{model.name}{on_cluster()} {replace}")
+        ch.command(f"ALTER TABLE {db}.{model.name} {replace}")
     finally:
         drop_table(ch, db, scratch)
     return rows
