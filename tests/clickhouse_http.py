@@ -63,7 +63,7 @@ _FORMAT_RE = re.compile(r"\s+FORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
 _INSERT_RE = re.compile(r"^\s*INSERT\s+INTO\b", re.IGNORECASE)
 _CODE_RE = re.compile(r"Code: (\d+)\.")
 # ClickHouse's own mapping of some error codes to HTTP statuses (the rest are 500).
-_HTTP_STATUS = {60: 404, 81: 404, 62: 400, 47: 400, 46: 400, 36: 400, 456: 400, 115: 400, 373: 500}
+_HTTP_STATUS = {60: 404, 81: 404, 62: 400, 47: 400, 46: 400, 36: 400, 456: 400, 115: 400}
 
 
 def _decompress(body: bytes, encoding: str) -> bytes:
@@ -276,6 +276,16 @@ class ClickHouseHTTP:
             process.kill()
             raise RuntimeError("the ClickHouse HTTP adapter did not start")
         return cls(process, f"http://default:@127.0.0.1:{int(port)}/default")
+
+    @classmethod
+    @contextmanager
+    def serving(cls, path: Path, record: Path | None = None, cluster: str | None = None) -> Iterator[str]:
+        """The adapter for the duration of a block; yields its URL."""
+        server = cls.start(path, record, cluster)
+        try:
+            yield server.url
+        finally:
+            server.stop()
 
     def stop(self) -> None:
         self.process.terminate()

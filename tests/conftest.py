@@ -67,14 +67,11 @@ def env(seaweed: LocalS3, tmp_path: Path, monkeypatch, request) -> Iterator[Sett
     if getattr(request, "param", "embedded") == "embedded":
         yield load_settings()
         return
-    server = ClickHouseHTTP.start(tmp_path / "server-clickhouse")
-    monkeypatch.setenv("CLICKHOUSE_URL", server.url)
-    try:
+    with ClickHouseHTTP.serving(tmp_path / "server-clickhouse") as url:
+        monkeypatch.setenv("CLICKHOUSE_URL", url)
         settings = load_settings()
         yield settings
         assert not settings.chdb_path.exists(), "server mode fell back to embedded chDB"
-    finally:
-        server.stop()
 
 
 def connect(settings: Settings):

@@ -38,12 +38,8 @@ def chdb(tmp_path, request):
         with open_clickhouse(None, tmp_path / "ch") as ch:
             yield ch
         return
-    server = ClickHouseHTTP.start(tmp_path / "server")
-    try:
-        with open_clickhouse(server.url, tmp_path / "unused") as ch:
-            yield ch
-    finally:
-        server.stop()
+    with ClickHouseHTTP.serving(tmp_path / "server") as url, open_clickhouse(url, tmp_path / "unused") as ch:
+        yield ch
 
 
 @pytest.mark.parametrize("value", HOSTILE)

@@ -62,31 +62,30 @@ def test_every_schema_statement_sent_in_cluster_mode_is_on_cluster(env, s3, tmp_
     from tests.clickhouse_http import ClickHouseHTTP
 
     record = tmp_path / "statements.jsonl"
-    server = ClickHouseHTTP.start(tmp_path / "node", record=record, cluster="prod")
     monkeypatch.setenv("CLICKHOUSE_CLUSTER", "prod")
-    try:
-        with open_clickhouse(server.url, env.chdb_path) as ch:
-            apply_migrations(ch)
-            keys = generate(s3, env.raw_bucket, "", objects=2, traces_per_object=3, seed=5).keys
-            load_objects(ch, s3, keys, env, run_id="t")
-            propagate(ch, delay_seconds=0, interval_seconds=180)
-            models = load_models()
-            built: set[str] = set()
-            while len(built) < len(models):  # each model after the models it reads
-                for model in models.values():
-                    if model.name not in built and set(model.refs) <= built:
-                        build(ch, model)
-                        built.add(model.name)
-            more = generate(s3, env.raw_bucket, "", objects=1, traces_per_object=2, seed=6).keys
-            load_objects(ch, s3, more, env, run_id="t2")
-            propagate(ch, delay_seconds=0, interval_seconds=180)
-            for name in models:  # keyed or per-day refreshes of what changed
-                build(ch, models[name])
-            rebuild(ch, models["trace_summaries"])
-            replay_from_raw(ch, s3, env)
-            assert query_scalar(ch, "SELECT count() FROM tracehouse.events_distributed") > 0
-    finally:
-        server.stop()
+    with (
+        ClickHouseHTTP.serving(tmp_path / "node", record=record, cluster="prod") as url,
+        open_clickhouse(url, env.chdb_path) as ch,
+    ):
+        apply_migrations(ch)
+        keys = generate(s3, env.raw_bucket, "", objects=2, traces_per_object=3, seed=5).keys
+        load_objects(ch, s3, keys, env, run_id="t")
+        propagate(ch, delay_seconds=0, interval_seconds=180)
+        models = load_models()
+        built: set[str] = set()
+        while len(built) < len(models):  # each model after the models it reads
+            for model in models.values():
+                if model.name not in built and set(model.refs) <= built:
+                    build(ch, model)
+                    built.add(model.name)
+        more = generate(s3, env.raw_bucket, "", objects=1, traces_per_object=2, seed=6).keys
+        load_objects(ch, s3, more, env, run_id="t2")
+        propagate(ch, delay_seconds=0, interval_seconds=180)
+        for name in models:  # keyed or per-day refreshes of what changed
+            build(ch, models[name])
+        rebuild(ch, models["trace_summaries"])
+        replay_from_raw(ch, s3, env)
+        assert query_scalar(ch, "SELECT count() FROM tracehouse.events_distributed") > 0
     statements = [json.loads(line)["sql"] for line in record.read_text().splitlines()]
     schema = [s for s in statements if re.match(r"\s*(CREATE|DROP|RENAME|EXCHANGE|TRUNCATE)\b", s, re.I)]
     verbs = {s.split()[0].upper() for s in schema}
