@@ -110,6 +110,17 @@ def on_cluster() -> str:
     return f" ON CLUSTER {cluster}" if cluster else ""
 
 
+def replicated(engine: str) -> str:
+    """``engine`` (``MergeTree``, ``AggregatingMergeTree``, ...) as its Replicated form on a cluster.
+
+    The Keeper path is the table's UUID (ClickHouse's own default path), not its database and name: a
+    blue/green swap exchanges names and the data keeps its path, so the next shadow table, created under the
+    name the live one had, never asks for a path still in use (with name paths it did). Needs the Atomic
+    database engine and ``ON CLUSTER``, which sends every replica the same UUID.
+    """
+    return f"Replicated{engine}('/clickhouse/tables/{{uuid}}/{{shard}}', '{{replica}}')"
+
+
 def _chdb_params(params: Mapping[str, Any] | None) -> dict[str, str] | None:
     return {k: format_param(v) for k, v in params.items()} if params else None
 

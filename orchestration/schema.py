@@ -15,7 +15,7 @@ from importlib import resources
 
 import jinja2
 
-from orchestration.clickhouse import ClickHouse, query_rows
+from orchestration.clickhouse import ClickHouse, query_rows, replicated
 from orchestration.settings import DATABASE
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -40,10 +40,10 @@ def load_migrations() -> list[Migration]:
 def render(template: str, db: str = DATABASE, cluster: str | None = None, **extra: object) -> list[str]:
     """Render one migration into its statements."""
 
-    def engine(kind: str, table: str) -> str:
+    def engine(kind: str) -> str:
         if not cluster:
             return f"{kind}()"
-        return f"Replicated{kind}('/clickhouse/tables/{{shard}}/{db}/{table}', '{{replica}}')"
+        return replicated(kind)
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 (SQL, not HTML)
     text = env.from_string(template).render(
@@ -74,7 +74,7 @@ _BOOKKEEPING = """
 CREATE DATABASE IF NOT EXISTS {{ db }} {{ on_cluster }};
 CREATE TABLE IF NOT EXISTS {{ db }}.schema_migrations {{ on_cluster }}
 (version UInt32, name String, applied_at DateTime64(6, 'UTC') DEFAULT now64(6))
-ENGINE = {{ engine('MergeTree', 'schema_migrations') }} ORDER BY version;
+ENGINE = {{ engine('MergeTree') }} ORDER BY version;
 """
 
 

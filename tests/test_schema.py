@@ -33,7 +33,7 @@ def test_cluster_ddl_is_valid_clickhouse_with_replicated_engines(tmp_path):
             engine = re.search(r"ENGINE = (\w+)", statement).group(1)
             assert engine.startswith("Replicated") or engine == "Distributed", statement[:80]
             if engine.startswith("Replicated"):
-                assert "'/clickhouse/tables/{shard}/tracehouse/" in statement
+                assert "('/clickhouse/tables/{uuid}/{shard}', '{replica}')" in statement  # path by UUID
     assert {"events_distributed", "events_core_distributed"} <= {
         m.group(1) for s in statements if (m := re.search(r"tracehouse\.(\w+_distributed)", s))
     }
@@ -92,6 +92,9 @@ def test_every_schema_statement_sent_in_cluster_mode_is_on_cluster(env, s3, tmp_
     assert verbs == {"CREATE", "DROP", "RENAME", "EXCHANGE", "TRUNCATE"}, verbs
     assert [s[:120] for s in schema if "ON CLUSTER prod" not in s] == []
     assert len(schema) > 60
+    # Keeper paths by table UUID: a swapped-in shadow table keeps its path, the next shadow gets a new one
+    paths = {m.group(1) for s in schema for m in re.finditer(r"Replicated\w*(\([^)]*\))", s)}
+    assert paths == {"('/clickhouse/tables/{uuid}/{shard}', '{replica}')"}
     alters = [s for s in statements if s.lstrip().upper().startswith("ALTER")]
     data_moves = [s for s in alters if re.search(r"\b(PARTITION|UPDATE|DELETE)\b", s)]
     assert data_moves

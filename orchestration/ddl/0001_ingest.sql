@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.observations_staging {{ on_cluster }}
     INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 4,
     INDEX idx_id id TYPE bloom_filter(0.01) GRANULARITY 4
 )
-ENGINE = {{ engine('MergeTree', 'observations_staging') }}
+ENGINE = {{ engine('MergeTree') }}
 PARTITION BY toYYYYMMDD(ingested_at)
 ORDER BY (source_key, trace_id, id)
 TTL toDateTime(ingested_at) + INTERVAL 14 DAY;
@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.traces_staging {{ on_cluster }}
     ingested_at DateTime64(6, 'UTC') DEFAULT now64(6),
     INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 4
 )
-ENGINE = {{ engine('MergeTree', 'traces_staging') }}
+ENGINE = {{ engine('MergeTree') }}
 PARTITION BY toYYYYMMDD(ingested_at)
 ORDER BY (source_key, trace_id)
 TTL toDateTime(ingested_at) + INTERVAL 14 DAY;
@@ -99,7 +99,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.scores_staging {{ on_cluster }}
     event_ts DateTime64(6, 'UTC'),
     ingested_at DateTime64(6, 'UTC') DEFAULT now64(6)
 )
-ENGINE = {{ engine('MergeTree', 'scores_staging') }}
+ENGINE = {{ engine('MergeTree') }}
 PARTITION BY toYYYYMMDD(ingested_at)
 ORDER BY (source_key, trace_id, id)
 TTL toDateTime(ingested_at) + INTERVAL 14 DAY;
@@ -121,7 +121,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.ingest_ledger {{ on_cluster }}
     load_id String,
     recorded_at DateTime64(6, 'UTC') DEFAULT now64(6)
 )
-ENGINE = {{ engine('MergeTree', 'ingest_ledger') }}
+ENGINE = {{ engine('MergeTree') }}
 ORDER BY (source_key, recorded_at);
 
 CREATE TABLE IF NOT EXISTS {{ db }}.quarantine {{ on_cluster }}
@@ -135,7 +135,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.quarantine {{ on_cluster }}
     run_id String,
     quarantined_at DateTime64(6, 'UTC')
 )
-ENGINE = {{ engine('MergeTree', 'quarantine') }}
+ENGINE = {{ engine('MergeTree') }}
 ORDER BY (quarantined_at, source_key);
 
 -- Written in the same INSERT as the ledger row, so a quarantined object is always in both.

@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.events {{ on_cluster }}
 (
 {{ event_columns(false) }}
 )
-ENGINE = {{ engine('MergeTree', 'events') }}
+ENGINE = {{ engine('MergeTree') }}
 PARTITION BY toYYYYMM(start_time)
 ORDER BY (project_id, toDate(start_time), trace_id, start_time, id)
 SETTINGS index_granularity_bytes = 67108864;
@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.events_core {{ on_cluster }}
 (
 {{ event_columns(true) }}
 )
-ENGINE = {{ engine('MergeTree', 'events_core') }}
+ENGINE = {{ engine('MergeTree') }}
 PARTITION BY toYYYYMM(start_time)
 ORDER BY (project_id, toDate(start_time), trace_id, start_time, id);
 
@@ -103,7 +103,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.trace_attributes {{ on_cluster }}
     last_start SimpleAggregateFunction(max, DateTime64(6, 'UTC')),
     updated_at SimpleAggregateFunction(max, DateTime64(6, 'UTC'))
 )
-ENGINE = {{ engine('AggregatingMergeTree', 'trace_attributes') }}
+ENGINE = {{ engine('AggregatingMergeTree') }}
 ORDER BY (project_id, trace_id);
 
 -- One row per propagation window state change; the watermark is the end of the latest 'done' window.
@@ -119,7 +119,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.propagation_log {{ on_cluster }}
     run_id String,
     recorded_at DateTime64(6, 'UTC') DEFAULT now64(6)
 )
-ENGINE = {{ engine('MergeTree', 'propagation_log') }}
+ENGINE = {{ engine('MergeTree') }}
 ORDER BY (window_end, recorded_at);
 
 -- Scratch: the observation keys one propagation touches (so every statement of it sees the same set).
@@ -133,7 +133,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.propagation_keys {{ on_cluster }}
     versions UInt32 DEFAULT 0,
     created_at DateTime DEFAULT now()
 )
-ENGINE = {{ engine('MergeTree', 'propagation_keys') }}
+ENGINE = {{ engine('MergeTree') }}
 ORDER BY (propagation_id, kind, project_id, id)
 TTL created_at + INTERVAL 1 DAY;
 

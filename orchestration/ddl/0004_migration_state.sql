@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.migration_state {{ on_cluster }}
     buckets UInt32,
     source_rows UInt64
 )
-ENGINE = {{ engine('MergeTree', 'migration_state') }}
+ENGINE = {{ engine('MergeTree') }}
 ORDER BY prepared_at;
 
 CREATE TABLE IF NOT EXISTS {{ db }}.migration_log {{ on_cluster }}
@@ -18,5 +18,5 @@ CREATE TABLE IF NOT EXISTS {{ db }}.migration_log {{ on_cluster }}
     seconds Float64,
     recorded_at DateTime64(6, 'UTC') DEFAULT now64(6)
 )
-ENGINE = {{ engine('MergeTree', 'migration_log') }}
+ENGINE = {{ engine('MergeTree') }}
 ORDER BY (part, recorded_at);

@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.trace_attributes_ranked {{ on_cluster }}
     last_start SimpleAggregateFunction(max, DateTime64(6, 'UTC')),
     updated_at SimpleAggregateFunction(max, DateTime64(6, 'UTC'))
 )
-ENGINE = {{ engine('AggregatingMergeTree', 'trace_attributes_ranked') }}
+ENGINE = {{ engine('AggregatingMergeTree') }}
 ORDER BY (project_id, trace_id);
 
 -- Carry over what 0002's table knows. Its states do not expose their rank, so a carried value ranks as

@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.propagation_keys {{ on_cluster }}
     versions UInt32 DEFAULT 0,
     created_at DateTime DEFAULT now()
 )
-ENGINE = {{ engine('MergeTree', 'propagation_keys') }}
+ENGINE = {{ engine('MergeTree') }}
 PARTITION BY toDate(created_at)
 ORDER BY (propagation_id, kind, project_id, id)
 TTL created_at + INTERVAL 1 DAY

@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.events_hidden {{ on_cluster }}
     row_propagation_id String,
     created_at DateTime DEFAULT now()
 )
-ENGINE = {{ engine('MergeTree', 'events_hidden') }}
+ENGINE = {{ engine('MergeTree') }}
 PARTITION BY propagation_id
 ORDER BY (kind, project_id, id);
 

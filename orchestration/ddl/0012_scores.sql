@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.scores {{ on_cluster }}
     INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 4,
     INDEX idx_id id TYPE bloom_filter(0.01) GRANULARITY 4
 )
-ENGINE = {{ engine('MergeTree', 'scores') }}
+ENGINE = {{ engine('MergeTree') }}
 PARTITION BY toYYYYMM(timestamp)
 ORDER BY (project_id, toDate(timestamp), name, id);
 

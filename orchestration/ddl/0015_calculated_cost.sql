@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.model_prices {{ on_cluster }}
     source LowCardinality(String),
     seed_hash String
 )
-ENGINE = {{ engine('MergeTree', 'model_prices') }}
+ENGINE = {{ engine('MergeTree') }}
 ORDER BY (project_id, model_id, start_date, tier_id);
 
 -- Per project and model name seen by propagation, the price candidates that match it, in the order a price
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.model_price_matches {{ on_cluster }}
         prices Map(String, Decimal(18, 12)), model_id String)),
     resolved_at DateTime64(6, 'UTC') DEFAULT now64(6)
 )
-ENGINE = {{ engine('MergeTree', 'model_price_matches') }}
+ENGINE = {{ engine('MergeTree') }}
 ORDER BY (project_id, model_name);
 
 -- What the observation itself sent, kept apart from cost_details (provided, else calculated). Rows written

@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS {{ db }}.change_log {{ on_cluster }}
     day Date,
     recorded_at DateTime64(6, 'UTC') DEFAULT now64(6)
 )
-ENGINE = {{ engine('MergeTree', 'change_log') }}
+ENGINE = {{ engine('MergeTree') }}
 PARTITION BY toDate(recorded_at)
 ORDER BY (source, recorded_at)
 TTL toDateTime(recorded_at) + INTERVAL {{ change_log_days }} DAY
@@ -35,5 +35,5 @@ CREATE TABLE IF NOT EXISTS {{ db }}.model_builds {{ on_cluster }}
     rows UInt64,
     built_at DateTime64(6, 'UTC') DEFAULT now64(6)
 )
-ENGINE = {{ engine('MergeTree', 'model_builds') }}
+ENGINE = {{ engine('MergeTree') }}
 ORDER BY (model, built_at);
