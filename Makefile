@@ -18,7 +18,7 @@ dev: install
 	$(BIN)/tracehouse dev --port $(PORT)
 
 test: install
-	bash tests/ensure_chromium.sh
+	bash tests/ensure_system_packages.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadfile
 

@@ -8,7 +8,6 @@ are cheap enough to run hourly on their own job, and each fails on the broken da
 from datetime import timedelta
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from assets.staging import table_metadata
@@ -25,7 +24,7 @@ from orchestration.propagation import (
     trace_attribute_coverage,
     watermark,
 )
-from orchestration.resources import ClickHouseResource
+from orchestration.resources import ClickHouseResource, RawBucketS3
 from orchestration.settings import DATABASE, load_settings
 
 EVENTS = dg.AssetKey("events")
@@ -343,7 +342,9 @@ EVENTS_CHECKS = [
     description="Rebuild events/events_core from the whole raw bucket in a shadow database and swap them in "
     "(staging-level logic changed), then rebuild the derived tables.",
 )
-def replay_events_from_raw_op(context: dg.OpExecutionContext, clickhouse: ClickHouseResource, s3: S3Resource):
+def replay_events_from_raw_op(
+    context: dg.OpExecutionContext, clickhouse: ClickHouseResource, s3: RawBucketS3
+):
     from assets.models import day_materializations
     from orchestration.models import load_models, rows_by_day
     from orchestration.refresh import build

@@ -9,14 +9,13 @@ import re
 from contextlib import ExitStack
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
 from orchestration.faults import run_failures
 from orchestration.loader import STAGING_TABLES, LoadReport, load_objects
 from orchestration.reconcile import pending_keys
-from orchestration.resources import ClickHouseResource
+from orchestration.resources import ClickHouseResource, RawBucketS3
 from orchestration.settings import DATABASE, load_settings
 
 QUARANTINE_KEY = dg.AssetKey("ingest_quarantine")
@@ -171,7 +170,7 @@ def staging_tables(
     context: dg.AssetExecutionContext,
     config: StagingLoadConfig,
     clickhouse: ClickHouseResource,
-    s3: S3Resource,
+    s3: RawBucketS3,
 ):
     settings = load_settings()
     report = LoadReport()

@@ -109,12 +109,13 @@ def dev(port: int, demo: bool, demo_interval: float) -> None:
     _require_free_port(port)
     with environment() as settings:
         from orchestration.clickhouse import open_clickhouse
-        from orchestration.dagster_runs import dagster_dev_command, write_dagster_home
+        from orchestration.dagster_runs import dagster_dev_command, instance
         from orchestration.schema import apply_migrations
 
         with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
             apply_migrations(ch)
-        os.environ["DAGSTER_HOME"] = str(write_dagster_home(settings))
+        with instance(settings):  # writes dagster.yaml, sets the server-mode pool limits
+            os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
         stop = threading.Event()
         if demo:
             threading.Thread(target=_demo_loop, args=(settings, demo_interval, stop), daemon=True).start()

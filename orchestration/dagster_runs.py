@@ -22,28 +22,65 @@ from orchestration.faults import EXIT_BUG
 from orchestration.settings import Settings
 
 _DAGSTER_YAML = """\
-# Written by `tracehouse dev`. Embedded chDB allows one process per data folder, so runs never overlap.
+# Written by `tracehouse dev` and the CLI on every start: edit the generator (orchestration/dagster_runs.py).
 telemetry:
   enabled: false
 nux:
   enabled: false  # no "join the community" pop-up on the first visit
 freshness:
   enabled: true  # the models' freshness policies are evaluated by the daemon (Dagster 1.13's default, said)
-concurrency:
+{storage}concurrency:
   runs:
     max_concurrent_runs: {max_runs}
   pools:
-    default_limit: {pool_limit}
-    granularity: run
+    default_limit: 1  # propagation, each analytics_<model>, analytics_changed_days (docs/operations.md)
+    granularity: run  # the run queue starts a run only when every pool of its steps has a free slot
 """
+
+# The URL (with its password) stays in the environment: the file names the variable, Dagster reads it.
+_POSTGRES_STORAGE = """\
+storage:
+  postgres:
+    postgres_url:
+      env: DAGSTER_POSTGRES_URL
+"""
+
+# Server mode: the pools whose work may overlap; every other pool of the code location gets 1. A limit set
+# in the UI or with `dagster instance concurrency set` is kept: these apply only to a pool without one.
+POOL_LIMITS = {"clickhouse": 4, "legacy_migration": 4}
+# Runs at once in server mode; embedded chDB allows one process per data folder, so one run at a time.
+SERVER_MAX_RUNS = 8
 
 
 def write_dagster_home(settings: Settings) -> Path:
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
-    limit = 1 if settings.embedded else 8
-    (home / "dagster.yaml").write_text(_DAGSTER_YAML.format(max_runs=limit, pool_limit=limit))
+    storage = _POSTGRES_STORAGE if settings.dagster_postgres_url_set else ""
+    max_runs = 1 if settings.embedded else SERVER_MAX_RUNS
+    (home / "dagster.yaml").write_text(_DAGSTER_YAML.format(storage=storage, max_runs=max_runs))
     return home
+
+
+def code_location_pools() -> set[str]:
+    """Every pool an op of the code location names."""
+    from orchestration.definitions import defs
+
+    return {op.pool for job in defs.resolve_all_job_defs() for op in job.graph.iterate_op_defs() if op.pool}
+
+
+def set_pool_limits(on: dg.DagsterInstance, settings: Settings) -> None:
+    """Give each pool of the code location its server-mode limit unless it has one already.
+
+    Explicitly, not through ``pools: default_limit``: Dagster's run queue applies the default to a pool it
+    has not seen before only from its next pass, so the first batch of queued runs of a new pool all start
+    at once (seen here: three propagations together on a fresh instance).
+    """
+    if settings.embedded:
+        return  # one run at a time
+    storage = on.event_log_storage
+    configured = storage.get_concurrency_keys()
+    for pool in sorted(code_location_pools() - configured):
+        storage.set_concurrency_slots(pool, POOL_LIMITS.get(pool, 1))
 
 
 def dagster_dev_command(port: int) -> list[str]:
@@ -60,8 +97,10 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 def instance(settings: Settings) -> dg.DagsterInstance:
-    """The instance ``tracehouse dev`` uses (its config written the same way)."""
-    return dg.DagsterInstance.from_config(str(write_dagster_home(settings)))
+    """The instance ``tracehouse dev`` uses, its config and pool limits written the same way."""
+    on = dg.DagsterInstance.from_config(str(write_dagster_home(settings)))
+    set_pool_limits(on, settings)
+    return on
 
 
 def run_job(

@@ -1,4 +1,4 @@
-"""Dagster resources: ClickHouse (embedded chDB or a server) and S3 (dagster-aws ``S3Resource``).
+"""Dagster resources: ClickHouse (embedded chDB or a server) and the raw bucket in S3.
 
 Secrets reach these only through ``dg.EnvVar`` (see :func:`build_resources`), so they never appear in run
 config, the UI, logs or SQL text.
@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from orchestration.clickhouse import ClickHouse, open_clickhouse
@@ -50,10 +49,19 @@ class ClickHouseResource(dg.ConfigurableResource):
             yield ch
 
 
-class RawBucketS3(S3Resource):
-    """dagster-aws's ``S3Resource`` with the client every tracehouse command uses: path-style addressing
-    and bounded connect/read timeouts and retries, so a hung endpoint fails a run within a minute instead of
-    botocore's minutes of default retries."""
+class RawBucketS3(dg.ConfigurableResource):
+    """The S3 client every tracehouse command uses: path-style addressing (SeaweedFS, MinIO and most S3
+    clones need it), bounded connect/read timeouts and retries, so a hung endpoint fails a run within a
+    minute instead of botocore's minutes of default retries.
+
+    Not dagster-aws's ``S3Resource``: its only method used here was replaced by this one, and importing
+    dagster-aws cost every run and step process 1.3 s (it loads Dagster's components framework).
+    """
+
+    endpoint_url: str | None = Field(default=None, description="S3_ENDPOINT_URL; empty = AWS")
+    aws_access_key_id: str | None = Field(default=None, description="from the environment (dg.EnvVar)")
+    aws_secret_access_key: str | None = Field(default=None, description="from the environment (dg.EnvVar)")
+    region_name: str | None = Field(default=None, description="AWS_REGION")
 
     def get_client(self) -> Any:
         from orchestration.local_s3 import s3_client

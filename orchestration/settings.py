@@ -29,6 +29,7 @@ def _int(name: str, default: int) -> int:
 class Settings:
     home: Path
     clickhouse_url_set: bool
+    dagster_postgres_url_set: bool  # Dagster's runs, events and schedules in PostgreSQL (dagster-postgres)
     s3_endpoint_url: str | None
     raw_bucket: str
     raw_prefix: str
@@ -37,6 +38,7 @@ class Settings:
     max_object_bytes: int
     max_record_bytes: int
     max_bytes_in_flight: int  # fetched object bytes held before the loading thread takes them
+    run_max_objects: int  # raw objects one load run takes (the sensor splits a tick's objects into runs)
     core_truncate_chars: int
     user_prices: Path | None  # a CSV of the user's own model prices (orchestration/model_prices.py)
 
@@ -61,6 +63,7 @@ def load_settings() -> Settings:
     return Settings(
         home=Path(os.environ.get("TRACEHOUSE_HOME") or ".tracehouse").resolve(),
         clickhouse_url_set=bool(os.environ.get("CLICKHOUSE_URL")),
+        dagster_postgres_url_set=bool(os.environ.get("DAGSTER_POSTGRES_URL")),
         s3_endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None,
         raw_bucket=os.environ.get("RAW_BUCKET") or "tracehouse-raw",
         raw_prefix=os.environ.get("RAW_PREFIX", ""),
@@ -69,6 +72,7 @@ def load_settings() -> Settings:
         max_object_bytes=_int("TRACEHOUSE_MAX_OBJECT_BYTES", 256 * 1024 * 1024),
         max_record_bytes=_int("TRACEHOUSE_MAX_RECORD_BYTES", 16 * 1024 * 1024),
         max_bytes_in_flight=_int("TRACEHOUSE_MAX_BYTES_IN_FLIGHT", 256 * 1024 * 1024),
+        run_max_objects=_int("TRACEHOUSE_RUN_MAX_OBJECTS", 500),
         core_truncate_chars=_int("TRACEHOUSE_CORE_TRUNCATE_CHARS", 2048),
         user_prices=Path(os.environ["TRACEHOUSE_MODEL_PRICES"])
         if os.environ.get("TRACEHOUSE_MODEL_PRICES")

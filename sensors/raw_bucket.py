@@ -25,9 +25,9 @@ from typing import Any
 
 import dagster as dg
 import orjson
-from dagster_aws.s3 import S3Resource
 
 from orchestration.raw_keys import skip_reason
+from orchestration.resources import RawBucketS3
 from orchestration.settings import load_settings
 
 RAW_ASSET_KEY = dg.AssetKey("raw_batches")
@@ -192,11 +192,12 @@ def run_key_for(keys: list[str]) -> str:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Finds new raw batches in the S3 bucket and launches staging loads (bounded per tick).",
 )
-def raw_bucket_sensor(context: dg.SensorEvaluationContext, s3: S3Resource) -> dg.SensorResult:
+def raw_bucket_sensor(context: dg.SensorEvaluationContext, s3: RawBucketS3) -> dg.SensorResult:
     settings = load_settings()
     cursor = orjson.loads(context.cursor) if context.cursor else {}
-    result = scan(s3.get_client(), settings.raw_bucket, settings.raw_prefix, cursor, ScanLimits())
-    runs = plan_runs(result.objects, ScanLimits())
+    limits = ScanLimits(run_objects=settings.run_max_objects)
+    result = scan(s3.get_client(), settings.raw_bucket, settings.raw_prefix, cursor, limits)
+    runs = plan_runs(result.objects, limits)
     requests = [
         dg.RunRequest(
             run_key=run_key_for([f.key for f in batch]),

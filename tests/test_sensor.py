@@ -2,8 +2,8 @@
 
 import dagster as dg
 import orjson
-from dagster_aws.s3 import S3Resource
 
+from orchestration.resources import RawBucketS3
 from sensors.raw_bucket import ScanLimits, plan_runs, raw_bucket_sensor, run_key_for, scan
 from tests.conftest import minute_key, put
 
@@ -68,7 +68,7 @@ def test_runs_are_bounded_and_run_keys_stable():
 
 def test_sensor_requests_runs_with_run_keys_and_reports_the_raw_asset(env, s3):
     keys = _put_many(s3, env, "p1", "otlp", "2026-11-24T12:00", ["a.json", "b.json"])
-    resource = S3Resource(endpoint_url=env.s3_endpoint_url, region_name="us-east-1")
+    resource = RawBucketS3(endpoint_url=env.s3_endpoint_url, region_name="us-east-1")
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(instance=instance, resources={"s3": resource})
         result = raw_bucket_sensor(context)

@@ -5,28 +5,20 @@ still outstanding after a later clean load."""
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import requests
 
 from orchestration.clickhouse import open_clickhouse, query_scalar
 from tests.conftest import INGESTION_V2, minute_key, put
+from tests.dagster_web import free_port, graphql, wait_loaded
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -81,7 +73,7 @@ def ran(env, s3, monkeypatch) -> dict:
 
 @pytest.fixture
 def webserver(ran) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)],
         cwd=REPO,
@@ -91,38 +83,11 @@ def webserver(ran) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{url}/server_info", timeout=2).ok and _location_loaded(url):
-                    break
-            except requests.ConnectionError:
-                pass
-            assert server.poll() is None, server.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "dagster-webserver did not load the code location in 120 s"
-            time.sleep(1)
+        wait_loaded(url, server)
         yield url
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
-    answer = requests.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
-    answer.raise_for_status()
-    body = answer.json()
-    assert "errors" not in body, body["errors"]
-    return body["data"]
-
-
-def _location_loaded(url: str) -> bool:
-    data = _graphql(
-        url,
-        "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
-        "locationOrLoadError { __typename } } } } }",
-    )
-    entries = data["workspaceOrError"]["locationEntries"]
-    return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
 
 
 _METADATA = """
@@ -137,7 +102,7 @@ metadataEntries {
 
 
 def _asset(url: str, key: str, fields: str) -> dict:
-    data = _graphql(
+    data = graphql(
         url,
         "query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode { "
         + fields
