@@ -15,17 +15,10 @@ from orchestration.clickhouse import ClickHouse, query_scalar
 from orchestration.faults import run_failures
 from orchestration.health import BARE_SHARE, MIN_SPANS, bare_scopes, health_table, instrumentation_health
 from orchestration.models import lineage_markdown
-from orchestration.propagation import (
-    EVENT_COLUMNS,
-    EVENTS_TRACE_COLUMNS,
-    OBSERVATION_FIELDS,
-    propagate,
-    server_now,
-    trace_attribute_coverage,
-    watermark,
-)
+from orchestration.propagation import propagate, server_now, trace_attribute_coverage, watermark
 from orchestration.resources import ClickHouseResource, RawBucketS3
 from orchestration.settings import DATABASE, load_settings
+from orchestration.sql_macros import EVENT_COLUMNS, EVENTS_TRACE_COLUMNS, OBSERVATION_FIELDS
 
 EVENTS = dg.AssetKey("events")
 EVENTS_CORE = dg.AssetKey("events_core")
@@ -386,3 +379,39 @@ def replay_events_from_raw_op(
 @dg.job(description="Blue/green replay of events from the raw bucket (CLI: tracehouse replay events).")
 def replay_events_from_raw():
     replay_events_from_raw_op()
+
+
+propagate_events = dg.define_asset_job(
+    "propagate_events",
+    selection=dg.AssetSelection.assets(propagation) | dg.AssetSelection.checks(*EVENTS_CHECKS),
+    description="Propagate the due windows of committed staging rows into events (and events_core); "
+    "when a window ran, the events checks follow in the same run.",
+)
+
+
+def _every(seconds: int) -> str:
+    """Cron for PROPAGATION_INTERVAL_SECONDS (cron has minute resolution: rounded, at least 1 minute)."""
+    minutes = max(1, round(seconds / 60))
+    return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
+
+
+propagation_schedule = dg.ScheduleDefinition(
+    name="propagate_events_schedule",
+    job=propagate_events,
+    cron_schedule=_every(load_settings().propagation_interval_seconds),
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="The micro-batch: windows that ended PROPAGATION_DELAY_SECONDS ago, every interval.",
+)
+
+check_events = dg.define_asset_job(
+    "check_events",
+    selection=dg.AssetSelection.checks(*EVENTS_CHECKS),
+    description="Quality checks of events and events_core: duplicates, completeness, truncation, coverage.",
+)
+
+check_events_schedule = dg.ScheduleDefinition(
+    name="check_events_hourly",
+    job=check_events,
+    cron_schedule="41 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)

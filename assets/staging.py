@@ -19,6 +19,7 @@ from orchestration.resources import ClickHouseResource, RawBucketS3
 from orchestration.settings import DATABASE, load_settings
 
 QUARANTINE_KEY = dg.AssetKey("ingest_quarantine")
+STAGING_OP_NAME = "staging_tables"  # the op of the staging multi-asset, in run config
 _DESCRIPTIONS = {
     "observations_staging": "Observation rows as they arrived (creates and legacy patches).",
     "traces_staging": "Trace-level records from legacy trace-create events; the latest non-empty field wins.",
@@ -232,3 +233,25 @@ def staging_tables(
                 "objects": table,
             },
         )
+
+
+load_raw_batches = dg.define_asset_job(
+    "load_raw_batches",
+    selection=dg.AssetSelection.assets(staging_tables),
+    description="Load raw S3 objects into staging (launched by raw_bucket_sensor with the keys of a batch).",
+)
+
+reconcile_raw_bucket = dg.define_asset_job(
+    "reconcile_raw_bucket",
+    selection=dg.AssetSelection.assets(staging_tables),
+    description="Diff the whole raw bucket against the ingest ledger and load anything not yet committed.",
+    config={"ops": {STAGING_OP_NAME: {"config": StagingLoadConfig(scan_all=True).model_dump()}}},
+)
+
+reconcile_schedule = dg.ScheduleDefinition(
+    name="reconcile_raw_bucket_hourly",
+    job=reconcile_raw_bucket,
+    cron_schedule="17 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Safety net behind the sensor: late objects under old keys load within the hour.",
+)

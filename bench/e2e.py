@@ -19,11 +19,11 @@ from unittest import mock
 
 import dagster as dg
 
+from assets.staging import load_raw_batches
 from orchestration.clickhouse import open_clickhouse, query_rows
 from orchestration.generate import generate
 from orchestration.local_s3 import ensure_bucket, free_port
 from orchestration.processes import stop_tree
-from sensors.raw_bucket import LOAD_JOB_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def _wait_http(url: str, timeout: float) -> None:
 def _loaded_keys(instance: dg.DagsterInstance) -> set[str]:
     keys: set[str] = set()
     for run in instance.get_runs(
-        filters=dg.RunsFilter(job_name=LOAD_JOB_NAME, statuses=[dg.DagsterRunStatus.SUCCESS])
+        filters=dg.RunsFilter(job_name=load_raw_batches.name, statuses=[dg.DagsterRunStatus.SUCCESS])
     ):
         keys.update(run.run_config.get("ops", {}).get("staging_tables", {}).get("config", {}).get("keys", []))
     return keys
@@ -90,7 +90,7 @@ def run_e2e(
         say(f"e2e: {len(put_at)} objects written; waiting for their runs")
         with dg.DagsterInstance.get() as instance:
             _wait_loaded(instance, set(put_at))
-            runs = len(instance.get_runs(filters=dg.RunsFilter(job_name=LOAD_JOB_NAME)))
+            runs = len(instance.get_runs(filters=dg.RunsFilter(job_name=load_raw_batches.name)))
             say(f"e2e: a burst of {burst} objects at once")
             burst_written = generate(
                 s3, bucket, "", objects=burst, traces_per_object=200, projects=("e2e-burst",),
@@ -98,7 +98,7 @@ def run_e2e(
             )  # fmt: skip
             burst_at, burst_keys = time.time(), set(burst_written.keys)
             _wait_loaded(instance, burst_keys)
-            burst_runs = len(instance.get_runs(filters=dg.RunsFilter(job_name=LOAD_JOB_NAME))) - runs
+            burst_runs = len(instance.get_runs(filters=dg.RunsFilter(job_name=load_raw_batches.name))) - runs
     finally:
         if not stop_tree(process, grace=60):
             say("e2e: `dagster dev` did not stop within 60 s of SIGINT; its processes were killed")

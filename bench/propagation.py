@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from orchestration.clickhouse import ClickHouse, query_scalar
-from orchestration.propagation import propagate_window, server_now, sql_module
+from orchestration.propagation import propagate_window, server_now
 from orchestration.settings import DATABASE
+from orchestration.sql_macros import sql_module
 
 HISTORY_ENDS_DAYS_AGO = 40
 WINDOW_DAYS_APART = 3

@@ -34,7 +34,7 @@ class ClickHouse(Protocol):
 
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table: ...
 
-    def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any] | None = None) -> int: ...
+    def insert_arrow(self, table: str, data: pa.Table) -> int: ...
 
 
 def query_rows(ch: ClickHouse, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -45,19 +45,6 @@ def query_rows(ch: ClickHouse, sql: str, params: Mapping[str, Any] | None = None
 def query_scalar(ch: ClickHouse, sql: str, params: Mapping[str, Any] | None = None) -> Any:
     table = ch.query_arrow(sql, params)
     return table.column(0)[0].as_py() if table.num_rows else None
-
-
-def _settings_clause(settings: Mapping[str, Any] | None) -> str:
-    if not settings:
-        return ""
-    parts = []
-    for key, value in settings.items():
-        if not key.replace("_", "").isalnum():
-            raise ValueError(f"invalid setting name {key!r}")
-        if not isinstance(value, int | float):
-            raise ValueError(f"setting {key} must be numeric, got {value!r}")
-        parts.append(f"{key}={value}")
-    return " SETTINGS " + ", ".join(parts)
 
 
 def _quote(value: Any) -> str:
@@ -144,7 +131,7 @@ class ChdbClickHouse:
             return pa.table({})
         return pa.ipc.open_stream(io.BytesIO(data)).read_all()
 
-    def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any] | None = None) -> int:
+    def insert_arrow(self, table: str, data: pa.Table) -> int:
         if data.num_rows == 0:
             return 0
         sink = io.BytesIO()
@@ -153,9 +140,7 @@ class ChdbClickHouse:
         columns = ", ".join(f"`{name}`" for name in data.column_names)
         with (
             self._lock,
-            self._conn.send_insert(
-                f"INSERT INTO {table} ({columns}){_settings_clause(settings)}", "ArrowStream"
-            ) as inserter,
+            self._conn.send_insert(f"INSERT INTO {table} ({columns})", "ArrowStream") as inserter,
         ):
             inserter.append(sink.getvalue())
             inserter.finish()
@@ -192,10 +177,10 @@ class ConnectClickHouse:
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         return self._client.query_arrow(sql, parameters=_connect_params(params))
 
-    def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any] | None = None) -> int:
+    def insert_arrow(self, table: str, data: pa.Table) -> int:
         if data.num_rows == 0:
             return 0
-        self._client.insert_arrow(table, data, settings=dict(settings) if settings else None)
+        self._client.insert_arrow(table, data)
         return data.num_rows
 
     def close(self) -> None:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
-from orchestration.propagation import LOOKUP_SLACK, as_utc, publish_rows, repair_traces, sql_module
+from orchestration.propagation import LOOKUP_SLACK, as_utc, publish_rows, repair_traces
 from orchestration.scores import migrate_scores
 from orchestration.settings import DATABASE, LEGACY_DATABASE
+from orchestration.sql_macros import sql_module
 
 COPIES = {
     "observations": "migration_observations",

@@ -37,46 +37,14 @@ from orchestration.clickhouse import (
     query_scalar,
     replicated,
 )
-from orchestration.propagation import EVENT_COLUMNS, TRACE_FIELDS
+from orchestration.columns import column_names
 from orchestration.settings import DATABASE, load_settings
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "dbt_like_sql"
-SOURCES = {
-    "events": list(EVENT_COLUMNS),
-    "events_core": [*EVENT_COLUMNS, "input_truncated", "output_truncated", "metadata_truncated"],
-    "scores": [
-        "project_id",
-        "id",
-        "trace_id",
-        "observation_id",
-        "session_id",
-        "name",
-        "value",
-        "string_value",
-        "data_type",
-        "comment",
-        "source",
-        "environment",
-        "metadata",
-        "timestamp",
-        "event_ts",
-        "uploaded_at",
-        "key_hash",
-        "source_version",
-        "propagated_at",
-        "propagation_id",
-    ],  # the columns of scores_current (ddl/0012_scores.sql)
-    "traces": [
-        "project_id",
-        "trace_id",
-        *(name for name, _type, _set in TRACE_FIELDS),
-        "first_start",
-        "last_start",
-        "updated_at",
-    ],  # the columns of traces_current (ddl/0013_trace_input_output.sql)
-}
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 VISIBLE = "_current"  # suffix of the views over events / events_core that hide in-flight and superseded rows
+# The tables a model may read with source(): the columns of their reader views, from the DDL.
+SOURCES = {name: column_names(name + VISIBLE) for name in ("events", "events_core", "scores", "traces")}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,18 @@ statement and the bookkeeping row simply re-runs the migration. The same files r
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 import jinja2
 
 from orchestration.clickhouse import ClickHouse, query_rows, replicated
 from orchestration.settings import DATABASE
+from orchestration.sql_macros import TRACE_FIELDS, latest_attributes_sql, rank_sql, visible_sql
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -55,7 +58,6 @@ def render(template: str, db: str = DATABASE, cluster: str | None = None, **extr
 
 def _template_values() -> dict[str, object]:
     """Values the DDL templates take from code and configuration."""
-    from orchestration.propagation import TRACE_FIELDS, latest_attributes_sql, rank_sql, visible_sql
     from orchestration.refresh import CHANGE_LOG_DAYS
     from orchestration.settings import load_settings
 
@@ -108,3 +110,35 @@ def apply_migrations(ch: ClickHouse, db: str = DATABASE, cluster: str | None = N
         )
         applied.append(migration.version)
     return applied
+
+
+def columns_snapshot(ch: ClickHouse, db: str = DATABASE) -> dict[str, dict[str, str]]:
+    """Every table's and view's columns and types in ``db``, in order, as ``ddl/columns.json`` holds them."""
+    rows = query_rows(
+        ch,
+        "SELECT table, name, type FROM system.columns WHERE database = {db:String} ORDER BY table, position",
+        {"db": db},
+    )
+    tables: dict[str, dict[str, str]] = {}
+    for row in rows:
+        if row["table"] != "schema_migrations":
+            tables.setdefault(row["table"], {})[row["name"]] = row["type"]
+    return tables
+
+
+def write_columns_file() -> Path:
+    """Apply the migrations to an empty embedded ClickHouse and write what they created to the file."""
+    import tempfile
+
+    from orchestration.clickhouse import open_clickhouse
+    from orchestration.columns import COLUMNS_FILE
+
+    target = Path(str(resources.files("orchestration.ddl").joinpath(COLUMNS_FILE)))
+    with tempfile.TemporaryDirectory() as scratch, open_clickhouse(None, Path(scratch) / "ch") as ch:
+        apply_migrations(ch, cluster="")  # columns do not depend on the cluster form
+        target.write_text(json.dumps(columns_snapshot(ch), indent=1) + "\n")
+    return target
+
+
+if __name__ == "__main__":
+    print(f"wrote {write_columns_file()}")

@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from orchestration.clickhouse import ClickHouse, query_scalar
-from orchestration.propagation import sql_module
 from orchestration.settings import DATABASE
+from orchestration.sql_macros import sql_module
 
 
 def propagate_scores(

@@ -26,13 +26,12 @@ from typing import Any
 import dagster as dg
 import orjson
 
+from assets.staging import STAGING_OP_NAME, load_raw_batches
 from orchestration.raw_keys import skip_reason
 from orchestration.resources import RawBucketS3
 from orchestration.settings import load_settings
 
 RAW_ASSET_KEY = dg.AssetKey("raw_batches")
-LOAD_JOB_NAME = "load_raw_batches"
-STAGING_OP_NAME = "staging_tables"
 
 
 @dataclass(frozen=True)
@@ -187,7 +186,7 @@ def run_key_for(keys: list[str]) -> str:
 
 @dg.sensor(
     name="raw_bucket_sensor",
-    job_name=LOAD_JOB_NAME,
+    job=load_raw_batches,
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Finds new raw batches in the S3 bucket and launches staging loads (bounded per tick).",

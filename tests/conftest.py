@@ -40,6 +40,25 @@ def pytest_configure(config) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+# The files that take longest (`--durations`), started first: `make test` gives each worker whole files in
+# collection order, so a long file collected last runs alone at the end while the other worker idles.
+LONGEST_FIRST = (
+    "test_production_path.py",
+    "test_propagation.py",
+    "test_migration.py",
+    "test_fault_lines.py",
+    "test_ui.py",
+    "test_versions.py",
+    "test_langfuse_bucket.py",
+    "test_bench_smoke.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory) -> Iterator[LocalS3]:
     server = LocalS3.start(tmp_path_factory.mktemp("seaweed"))

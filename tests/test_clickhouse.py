@@ -12,7 +12,6 @@ import pyarrow as pa
 import pytest
 
 from orchestration.clickhouse import (
-    _settings_clause,
     format_param,
     open_clickhouse,
     query_rows,
@@ -63,15 +62,6 @@ def test_arrays_maps_dates_and_numbers_round_trip(chdb):
     assert format_param(True) == "true"
     with pytest.raises(TypeError):
         format_param(object())
-
-
-def test_settings_clause_accepts_only_names_and_numbers():
-    assert _settings_clause({"max_threads": 2, "ratio": 0.5}) == " SETTINGS max_threads=2, ratio=0.5"
-    assert _settings_clause(None) == ""
-    with pytest.raises(ValueError):
-        _settings_clause({"x=1; DROP": 1})
-    with pytest.raises(ValueError):
-        _settings_clause({"max_threads": "1; DROP TABLE t"})
 
 
 def test_inserts_errors_and_threads_sharing_one_client(chdb):

@@ -126,9 +126,8 @@ def test_propagation_and_its_checks_run_in_dagster(env, s3):
     """The scheduled propagate_events job: with nothing due it records no materialization (the models'
     "deps updated" rule and the checks only follow new data); after a window, the events checks run in
     the same run, so they are evaluated against every materialization."""
-    from assets.events import EVENTS_CHECKS, propagation
+    from assets.events import EVENTS_CHECKS, propagate_events, propagation
     from assets.staging import staging_tables
-    from orchestration.definitions import propagate_events
     from orchestration.resources import build_resources
 
     # the code location's job, with resources of this test's home (the module's were built at import)

@@ -133,8 +133,8 @@ _CRASHING_LOAD = textwrap.dedent("""
     table_to_die_on, nth = sys.argv[1], int(sys.argv[2])
     seen = {"n": 0}
 
-    def insert_then_maybe_die(self, table, data, settings=None):
-        result = original(self, table, data, settings)
+    def insert_then_maybe_die(self, table, data):
+        result = original(self, table, data)
         if table.endswith(table_to_die_on):
             seen["n"] += 1
             if seen["n"] == nth:

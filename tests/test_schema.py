@@ -9,7 +9,8 @@ import sqlglot
 from sqlglot import exp
 
 from orchestration.clickhouse import open_clickhouse, query_rows, query_scalar
-from orchestration.schema import apply_migrations, load_migrations, render_all
+from orchestration.columns import catalogue
+from orchestration.schema import apply_migrations, columns_snapshot, load_migrations, render_all
 
 
 def test_migrations_apply_once_and_are_recorded(tmp_path):
@@ -18,6 +19,10 @@ def test_migrations_apply_once_and_are_recorded(tmp_path):
         assert applied == [m.version for m in load_migrations()] and len(applied) >= 2
         assert apply_migrations(ch) == []  # start-up on an up-to-date schema changes nothing
         assert query_scalar(ch, "SELECT count() FROM tracehouse.schema_migrations") == len(applied)
+        # the columns the parsers, propagation and the models' lineage read are the ones the DDL creates
+        assert columns_snapshot(ch) == {table: dict(columns) for table, columns in catalogue().items()}, (
+            "the DDL changed: regenerate orchestration/ddl/columns.json with `python -m orchestration.schema`"
+        )
 
 
 def test_cluster_ddl_is_valid_clickhouse_with_replicated_engines(tmp_path):
@@ -104,8 +109,8 @@ def test_every_schema_statement_sent_in_cluster_mode_is_on_cluster(env, s3, tmp_
 def test_trace_attribute_states_of_0002_are_carried_into_ranked_tuples(tmp_path):
     """0005/0006 on a database that has 0002's argMax-state table: the latest values survive, and a crash
     before the bookkeeping row (simulated by forgetting 0005/0006) re-runs them without harm."""
-    from orchestration.propagation import sql_module
     from orchestration.schema import _template_values, render
+    from orchestration.sql_macros import sql_module
 
     zero = "(toDateTime64(0, 6, 'UTC'), toDateTime64(0, 6, 'UTC'))"
     with open_clickhouse(None, tmp_path / "ch") as ch:

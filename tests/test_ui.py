@@ -25,11 +25,10 @@ CHROMIUM = "/usr/bin/chromium"
 def ran(env, s3, monkeypatch) -> dict:
     """A bad and a good object loaded, a propagation, the models built, then a clean load: all recorded in
     a Dagster instance the webserver reads."""
-    from assets.events import EVENTS_CHECKS, propagation
+    from assets.events import EVENTS_CHECKS, propagate_events, propagation
     from assets.models import MODEL_ASSETS, MODEL_CHECKS
     from assets.staging import staging_tables
     from orchestration.dagster_runs import write_dagster_home
-    from orchestration.definitions import propagate_events
     from orchestration.resources import build_resources
     from orchestration.settings import load_settings
 

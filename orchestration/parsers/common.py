@@ -2,7 +2,7 @@
 
 Parsers turn one raw object into staging rows or raise :class:`BadObject` with a reason a person can act
 on; the loader quarantines the object with that reason. Rows are plain dicts until the loader turns a
-whole chunk into Arrow with the schemas below (which mirror ``ddl/0001_ingest.sql``).
+whole chunk into Arrow with the schemas below (read from the staging tables' DDL).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,109 +18,60 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from orchestration.columns import catalogue
+
 
 class BadObject(ValueError):
     """A raw object that cannot be loaded; ``str(exc)`` is the quarantine reason."""
 
 
 _TS = pa.timestamp("us", tz="UTC")
-_STR_MAP = pa.map_(pa.string(), pa.string())
+_SCALARS = {
+    "String": pa.string(),
+    "Bool": pa.bool_(),
+    "UInt32": pa.uint32(),
+    "UInt64": pa.uint64(),
+    "Float64": pa.float64(),
+    "DateTime64(6, 'UTC')": _TS,
+}
+_WRAPPED = re.compile(r"^(Nullable|LowCardinality|Array|Map)\((.*)\)$")
+# Set by the loader, not by a parser: which load wrote a row, and when.
+LOADER_COLUMNS = ("load_id", "ingested_at")
 
-OBSERVATION_SCHEMA = pa.schema(
-    [
-        ("project_id", pa.string()),
-        ("trace_id", pa.string()),
-        ("id", pa.string()),
-        ("parent_observation_id", pa.string()),
-        ("type", pa.string()),
-        ("name", pa.string()),
-        ("start_time", _TS),
-        ("end_time", _TS),
-        ("completion_start_time", _TS),
-        ("level", pa.string()),
-        ("status_message", pa.string()),
-        ("version", pa.string()),
-        ("environment", pa.string()),
-        ("input", pa.string()),
-        ("output", pa.string()),
-        ("metadata", _STR_MAP),
-        ("provided_model_name", pa.string()),
-        ("model_parameters", pa.string()),
-        ("usage_details", pa.map_(pa.string(), pa.uint64())),
-        ("cost_details", pa.map_(pa.string(), pa.float64())),
-        ("total_cost", pa.float64()),
-        ("prompt_name", pa.string()),
-        ("prompt_version", pa.uint32()),
-        ("trace_name", pa.string()),
-        ("user_id", pa.string()),
-        ("session_id", pa.string()),
-        ("tags", pa.list_(pa.string())),
-        ("release", pa.string()),
-        ("trace_metadata", _STR_MAP),
-        ("public", pa.bool_()),
-        ("is_update", pa.bool_()),
-        ("source_format", pa.string()),
-        ("source_key", pa.string()),
-        ("event_ts", _TS),
-    ]
-)
 
-TRACE_SCHEMA = pa.schema(
-    [
-        ("project_id", pa.string()),
-        ("trace_id", pa.string()),
-        ("name", pa.string()),
-        ("user_id", pa.string()),
-        ("session_id", pa.string()),
-        ("tags", pa.list_(pa.string())),
-        ("release", pa.string()),
-        ("version", pa.string()),
-        ("environment", pa.string()),
-        ("public", pa.bool_()),
-        ("bookmarked", pa.bool_()),
-        ("metadata", _STR_MAP),
-        ("input", pa.string()),
-        ("output", pa.string()),
-        ("timestamp", _TS),
-        ("source_format", pa.string()),
-        ("source_key", pa.string()),
-        ("event_ts", _TS),
-    ]
-)
+def arrow_type(clickhouse_type: str) -> pa.DataType:
+    """The Arrow type a parser fills for a staging column of ``clickhouse_type``."""
+    if clickhouse_type in _SCALARS:
+        return _SCALARS[clickhouse_type]
+    match = _WRAPPED.match(clickhouse_type)
+    if match is None:
+        raise TypeError(f"no Arrow type for ClickHouse type {clickhouse_type} (add it to parsers/common.py)")
+    wrapper, inner = match.groups()
+    if wrapper == "Array":
+        return pa.list_(arrow_type(inner))
+    if wrapper == "Map":
+        key, value = (part.strip() for part in inner.split(",", 1))
+        return pa.map_(arrow_type(key), arrow_type(value))
+    return arrow_type(inner)  # Nullable (default None, below) and LowCardinality change no Arrow type
 
-SCORE_SCHEMA = pa.schema(
-    [
-        ("project_id", pa.string()),
-        ("id", pa.string()),
-        ("trace_id", pa.string()),
-        ("observation_id", pa.string()),
-        ("session_id", pa.string()),
-        ("name", pa.string()),
-        ("value", pa.float64()),
-        ("string_value", pa.string()),
-        ("data_type", pa.string()),
-        ("comment", pa.string()),
-        ("source", pa.string()),
-        ("environment", pa.string()),
-        ("metadata", _STR_MAP),
-        ("timestamp", _TS),
-        ("source_format", pa.string()),
-        ("source_key", pa.string()),
-        ("event_ts", _TS),
-    ]
-)
+
+def staging_schema(table: str) -> pa.Schema:
+    """The Arrow schema of a staging table's rows, read from the DDL (``orchestration/columns.py``)."""
+    return pa.schema(
+        [(name, arrow_type(type_)) for name, type_ in catalogue()[table] if name not in LOADER_COLUMNS]
+    )
+
+
+OBSERVATION_SCHEMA = staging_schema("observations_staging")
+TRACE_SCHEMA = staging_schema("traces_staging")
+SCORE_SCHEMA = staging_schema("scores_staging")
 
 # Nullable columns stay None; the rest get ClickHouse's defaults so rows are complete before Arrow.
 _NULLABLE = {
-    "start_time",
-    "end_time",
-    "completion_start_time",
-    "total_cost",
-    "prompt_version",
-    "public",
-    "bookmarked",
-    "timestamp",
-    "value",
+    name
+    for table in ("observations_staging", "traces_staging", "scores_staging")
+    for name, type_ in catalogue()[table]
+    if type_.startswith("Nullable(")
 }
 
 
