@@ -12,6 +12,7 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -73,24 +74,31 @@ def seaweed(tmp_path_factory) -> Iterator[LocalS3]:
             os.environ[key] = value
 
 
-@pytest.fixture
-def env(seaweed: LocalS3, tmp_path: Path, monkeypatch, request) -> Iterator[Settings]:
-    """A fresh home and bucket, with the environment a deployment would have (embedded unless the test is
-    parametrised to "server")."""
+@contextmanager
+def deployment(seaweed: LocalS3, folder: Path, mp: pytest.MonkeyPatch, backend: str) -> Iterator[Settings]:
+    """A fresh home and bucket under ``folder``, with the environment a deployment would have: embedded, or
+    ``server`` (clickhouse-connect to the HTTP fixture in front of its own chDB folder)."""
     bucket = "raw-" + uuid.uuid4().hex[:12]
-    monkeypatch.setenv("TRACEHOUSE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("RAW_BUCKET", bucket)
-    monkeypatch.setenv("RAW_PREFIX", "")
-    monkeypatch.delenv("CLICKHOUSE_URL", raising=False)
+    mp.setenv("TRACEHOUSE_HOME", str(folder / "home"))
+    mp.setenv("RAW_BUCKET", bucket)
+    mp.setenv("RAW_PREFIX", "")
+    mp.delenv("CLICKHOUSE_URL", raising=False)
     ensure_bucket(seaweed.client(), bucket)
-    if getattr(request, "param", "embedded") == "embedded":
+    if backend == "embedded":
         yield load_settings()
         return
-    with ClickHouseHTTP.serving(tmp_path / "server-clickhouse") as url:
-        monkeypatch.setenv("CLICKHOUSE_URL", url)
+    with ClickHouseHTTP.serving(folder / "server-clickhouse") as url:
+        mp.setenv("CLICKHOUSE_URL", url)
         settings = load_settings()
         yield settings
         assert not settings.chdb_path.exists(), "server mode fell back to embedded chDB"
+
+
+@pytest.fixture
+def env(seaweed: LocalS3, tmp_path: Path, monkeypatch, request) -> Iterator[Settings]:
+    """A deployment for one test (embedded unless parametrised to "server")."""
+    with deployment(seaweed, tmp_path, monkeypatch, getattr(request, "param", "embedded")) as settings:
+        yield settings
 
 
 def connect(settings: Settings):

@@ -14,17 +14,23 @@ import dagster as dg
 import pytest
 
 from orchestration.clickhouse import open_clickhouse, query_scalar
-from tests.conftest import INGESTION_V2, minute_key, put
+from tests.conftest import INGESTION_V2, deployment, minute_key, put
 from tests.dagster_web import free_port, graphql, wait_loaded
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture
-def ran(env, s3, monkeypatch) -> dict:
+@pytest.fixture(scope="module")
+def ran(seaweed, tmp_path_factory) -> Iterator[dict]:
     """A bad and a good object loaded, a propagation, the models built, then a clean load: all recorded in
-    a Dagster instance the webserver reads."""
+    a Dagster instance the webserver reads (once for this file's tests: they only read it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        with deployment(seaweed, tmp_path_factory.mktemp("ui"), mp, "embedded") as env:
+            yield _run_pipeline(env, seaweed.client(), mp)
+
+
+def _run_pipeline(env, s3, monkeypatch) -> dict:
     from assets.events import EVENTS_CHECKS, propagate_events, propagation
     from assets.models import MODEL_ASSETS, MODEL_CHECKS
     from assets.staging import staging_tables
@@ -70,7 +76,7 @@ def ran(env, s3, monkeypatch) -> dict:
     return {"home": home, "day": day, "day_rows": day_rows}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def webserver(ran) -> Iterator[str]:
     port = free_port()
     server = subprocess.Popen(
