@@ -57,8 +57,11 @@ def classify(exc: BaseException) -> Fault | None:
     from botocore.exceptions import ClientError, ConnectionError, EndpointConnectionError, ReadTimeoutError
 
     from orchestration.clickhouse import EmbeddedClickHouseBusy
+    from orchestration.settings import ConfigError
 
     for cause in _chain(exc):
+        if isinstance(cause, ConfigError):
+            return Fault(EXIT_USAGE, str(cause))
         if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
             return Fault(EXIT_DISK_FULL, f"the disk is full: {cause}")
         if any(mark in str(cause) for mark in _DISK_FULL_MARKS):

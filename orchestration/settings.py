@@ -6,6 +6,7 @@ Secrets (S3 keys, the ClickHouse URL with its password) are never stored here: r
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,10 @@ DATABASE = "tracehouse"
 LEGACY_DATABASE = os.environ.get("LEGACY_DATABASE") or "legacy"
 
 
+class ConfigError(ValueError):
+    """An environment variable tracehouse cannot use: the message names it and says what to set."""
+
+
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw in (None, ""):
@@ -22,7 +27,25 @@ def _int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError as exc:
-        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+        raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+
+
+def _postgres_url_set() -> bool:
+    """Whether DAGSTER_POSTGRES_URL is set, refusing a URL Dagster would fail on deep in a run (the message
+    never repeats the URL: it holds a password)."""
+    url = os.environ.get("DAGSTER_POSTGRES_URL") or ""
+    if not url:
+        return False
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    driver_named = scheme.startswith("postgresql+")
+    psycopg3 = scheme == "postgresql" and importlib.util.find_spec("psycopg") is not None
+    if not (driver_named or psycopg3):
+        raise ConfigError(
+            "DAGSTER_POSTGRES_URL must be a SQLAlchemy URL naming its driver: "
+            "postgresql+psycopg2://user:password@host:5432/database (SQLAlchemy 2.1 reads a bare "
+            "postgresql:// as psycopg 3, which dagster-postgres does not install)"
+        )
+    return True
 
 
 @dataclass(frozen=True)
@@ -63,7 +86,7 @@ def load_settings() -> Settings:
     return Settings(
         home=Path(os.environ.get("TRACEHOUSE_HOME") or ".tracehouse").resolve(),
         clickhouse_url_set=bool(os.environ.get("CLICKHOUSE_URL")),
-        dagster_postgres_url_set=bool(os.environ.get("DAGSTER_POSTGRES_URL")),
+        dagster_postgres_url_set=_postgres_url_set(),
         s3_endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None,
         raw_bucket=os.environ.get("RAW_BUCKET") or "tracehouse-raw",
         raw_prefix=os.environ.get("RAW_PREFIX", ""),

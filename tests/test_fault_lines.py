@@ -131,6 +131,14 @@ def test_a_full_disk_under_the_embedded_clickhouse_is_one_line_and_exit_6(env, s
         subprocess.run(["umount", "-l", str(home)], check=False)
 
 
+def test_a_postgres_url_without_its_driver_is_one_line_and_exit_2(env):
+    """Dagster would fail on it inside every run (SQLAlchemy 2.1 has no driver for it); the command refuses
+    it at once, without repeating the URL's password."""
+    done, _ = _run_once({"DAGSTER_POSTGRES_URL": "postgres://dagster:s3cret-pw@127.0.0.1:5432/dagster"})
+    _one_line(done, faults.EXIT_USAGE, "DAGSTER_POSTGRES_URL must be a SQLAlchemy URL naming its driver")
+    assert "s3cret-pw" not in done.stderr + (env.home / "logs" / "tracehouse.log").read_text()
+
+
 def test_disk_full_is_recognised_from_the_os_and_from_clickhouse():
     """No test filesystem can be filled here portably; the two forms a full disk takes are classified."""
     assert faults.classify(OSError(errno.ENOSPC, "No space left on device")).code == faults.EXIT_DISK_FULL
