@@ -24,7 +24,3 @@ def catalogue() -> dict[str, tuple[tuple[str, str], ...]]:
 
 def column_names(table: str) -> list[str]:
     return [name for name, _ in catalogue()[table]]
-
-
-def column_types(table: str) -> dict[str, str]:
-    return dict(catalogue()[table])

@@ -10,12 +10,13 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from orchestration.local_s3 import free_port
 
 
 def server_binaries() -> Path | None:
@@ -25,12 +26,6 @@ def server_binaries() -> Path | None:
         return Path(found[-1]).parent
     pg_ctl = shutil.which("pg_ctl")
     return Path(pg_ctl).parent if pg_ctl and shutil.which("initdb") else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -43,7 +38,7 @@ def postgres(database: str = "dagster") -> Iterator[str]:
     folder = Path(tempfile.mkdtemp(prefix="tracehouse-pg-"))
     if as_user:
         shutil.chown(folder, "postgres")
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", free_port()
 
     def run(*command: str) -> None:
         done = subprocess.run([*as_user, *command], capture_output=True, text=True, timeout=120)

@@ -5,7 +5,6 @@ down, hung (SIGSTOP) or given the wrong secret, and a chDB folder held by a plai
 import errno
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import pytest
 from orchestration import faults
 from orchestration.clickhouse import open_clickhouse, query_scalar
 from orchestration.generate import generate
-from orchestration.local_s3 import LocalS3, ensure_bucket
+from orchestration.local_s3 import LocalS3, ensure_bucket, free_port
 from tests.conftest import OTLP_PB, minute_key, put
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,14 +45,8 @@ def _one_line(done: subprocess.CompletedProcess, code: int, words: str) -> None:
     assert "tracehouse.log" in errors[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_s3_down_is_one_line_and_exit_3(env):
-    done, seconds = _run_once({"S3_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}"})
+    done, seconds = _run_once({"S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"})
     _one_line(done, faults.EXIT_S3_UNREACHABLE, "S3 is unreachable")
     assert seconds < 60
     log = (env.home / "logs" / "tracehouse.log").read_text()
@@ -99,7 +92,7 @@ def test_a_chdb_folder_held_by_a_foreign_process_names_it(env, s3):
 def test_nothing_is_marked_loaded_when_s3_goes_away(env, s3, tmp_path):
     """S3 down for the whole command: no ledger row says loaded, and the next run loads everything once."""
     key = put(s3, env, minute_key("p1", "otlp", "a.binpb.gz"), OTLP_PB.read_bytes())
-    done, _ = _run_once({"S3_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}"})
+    done, _ = _run_once({"S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"})
     assert done.returncode == faults.EXIT_S3_UNREACHABLE
     done, _ = _run_once({})
     assert done.returncode == 0 and "loaded=1 quarantined=0" in done.stdout, done.stderr[-2000:]
@@ -109,7 +102,7 @@ def test_nothing_is_marked_loaded_when_s3_goes_away(env, s3, tmp_path):
 
 
 def test_clickhouse_server_down_is_one_line_and_exit_5(env, s3):
-    done, seconds = _run_once({"CLICKHOUSE_URL": f"http://default:secret-pw@127.0.0.1:{_free_port()}"})
+    done, seconds = _run_once({"CLICKHOUSE_URL": f"http://default:secret-pw@127.0.0.1:{free_port()}"})
     _one_line(done, faults.EXIT_CLICKHOUSE, "ClickHouse server is unreachable")
     assert "secret-pw" not in done.stderr + done.stdout
     assert seconds < 60

@@ -18,9 +18,10 @@ from assets.events import duplicate_rows, missing_from_events
 from orchestration.clickhouse import query_rows, query_scalar
 from orchestration.dagster_runs import POOL_LIMITS, code_location_pools
 from orchestration.generate import generate
+from orchestration.local_s3 import free_port
 from orchestration.processes import stop_tree
 from tests.conftest import INGESTION_V2, OTLP_PB, connect, minute_key, put
-from tests.dagster_web import free_port, wait_loaded
+from tests.dagster_web import wait_loaded
 from tests.postgres import postgres, server_binaries
 
 pytestmark = pytest.mark.skipif(

@@ -14,8 +14,9 @@ import dagster as dg
 import pytest
 
 from orchestration.clickhouse import open_clickhouse, query_scalar
+from orchestration.local_s3 import free_port
 from tests.conftest import INGESTION_V2, deployment, minute_key, put
-from tests.dagster_web import free_port, graphql, wait_loaded
+from tests.dagster_web import graphql, wait_loaded
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
