@@ -10,15 +10,20 @@ from datetime import timedelta
 import dagster as dg
 from pydantic import Field
 
-from assets.staging import table_metadata
+from assets.staging import lineage_metadata, table_metadata
 from orchestration.clickhouse import ClickHouse, query_scalar
 from orchestration.faults import run_failures
 from orchestration.health import BARE_SHARE, MIN_SPANS, bare_scopes, health_table, instrumentation_health
-from orchestration.models import lineage_markdown
-from orchestration.propagation import propagate, server_now, trace_attribute_coverage, watermark
+from orchestration.propagation import (
+    events_lineage,
+    propagate,
+    server_now,
+    trace_attribute_coverage,
+    watermark,
+)
 from orchestration.resources import ClickHouseResource, RawBucketS3
+from orchestration.schema import view_lineage
 from orchestration.settings import DATABASE, load_settings
-from orchestration.sql_macros import EVENT_COLUMNS, EVENTS_TRACE_COLUMNS, OBSERVATION_FIELDS
 
 EVENTS = dg.AssetKey("events")
 EVENTS_CORE = dg.AssetKey("events_core")
@@ -36,46 +41,6 @@ class PropagationConfig(dg.Config):
     )
     max_windows: int = Field(default=20, description="non-empty windows per run; the rest wait for the next")
     retry: bool = Field(default=True, description="retry faults (ClickHouse away); the CLI fails at once")
-
-
-def _events_lineage() -> dg.TableColumnLineage:
-    staging = {
-        c: [dg.TableColumnDep(OBSERVATIONS_STAGING, c)] for c in ["project_id", "id", *OBSERVATION_FIELDS]
-    }
-    trace_source = {"trace_name": "name", "trace_version": "version", "trace_metadata": "metadata"}
-    span_carried = {"trace_name": "trace_name", "trace_metadata": "trace_metadata"}
-    for col, field in EVENTS_TRACE_COLUMNS.items():
-        deps = [dg.TableColumnDep(TRACES_STAGING, trace_source.get(col, field))]
-        if col not in ("trace_version", "bookmarked"):
-            deps.append(dg.TableColumnDep(OBSERVATIONS_STAGING, span_carried.get(col, field)))
-        staging[col] = deps
-    staging["environment"] += [dg.TableColumnDep(TRACES_STAGING, "environment")]
-    staging["event_ts"] = [dg.TableColumnDep(OBSERVATIONS_STAGING, "event_ts")]
-    # cost: as sent, else calculated from usage, model, parameters and start (model_prices)
-    staging["provided_cost_details"] = [dg.TableColumnDep(OBSERVATIONS_STAGING, "cost_details")]
-    priced_by = ["usage_details", "provided_model_name", "model_parameters", "start_time"]
-    for col in ("cost_details", "total_cost"):
-        staging[col] += [dg.TableColumnDep(OBSERVATIONS_STAGING, c) for c in priced_by]
-    return dg.TableColumnLineage(deps_by_column=staging)
-
-
-def _lineage_table(lineage: dg.TableColumnLineage) -> dg.MetadataValue:
-    """The lineage as a table the open-source UI shows (it draws dagster/column_lineage only in Dagster+)."""
-    return dg.MetadataValue.md(
-        lineage_markdown(
-            {
-                c: [(d.asset_key.to_user_string(), d.column_name) for d in deps]
-                for c, deps in lineage.deps_by_column.items()
-            }
-        )
-    )
-
-
-def _core_lineage() -> dg.TableColumnLineage:
-    deps = {c: [dg.TableColumnDep(EVENTS, c)] for c in EVENT_COLUMNS}
-    for c in ("input", "output", "metadata"):
-        deps[f"{c}_truncated"] = [dg.TableColumnDep(EVENTS, c)]
-    return dg.TableColumnLineage(deps_by_column=deps)
 
 
 @dg.multi_asset(
@@ -165,8 +130,7 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
             metadata={
                 **table_metadata(ch, "events"),
                 **run_metadata,
-                "dagster/column_lineage": _events_lineage(),
-                "column_lineage": _lineage_table(_events_lineage()),
+                **lineage_metadata(events_lineage()),
                 "instrumentation_health": dg.MetadataValue.md(health_table(instrumentation_health(ch))),
             },
         )
@@ -175,8 +139,7 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
             metadata={
                 **table_metadata(ch, "events_core"),
                 "truncated_to_chars": settings.core_truncate_chars,
-                "dagster/column_lineage": _core_lineage(),
-                "column_lineage": _lineage_table(_core_lineage()),
+                **lineage_metadata(view_lineage("events_core_mv")),
             },
         )
         yield dg.MaterializeResult(

@@ -14,13 +14,12 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from assets.staging import table_metadata
+from assets.staging import lineage_metadata, table_metadata
 from orchestration.models import (
     Model,
     build_day,
     column_lineage,
     key_violations,
-    lineage_markdown,
     load_models,
     rebuild,
     reconcile,
@@ -61,24 +60,13 @@ DAYS_BUILT = "days_built"  # materialization metadata: the days a build made, wh
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=3), warn_window=timedelta(hours=2))
 
 
-def _lineage(model: Model, models: dict[str, Model]) -> dg.TableColumnLineage:
-    return dg.TableColumnLineage(
-        deps_by_column={
-            column: [dg.TableColumnDep(dg.AssetKey(table), col) for table, col in deps]
-            for column, deps in column_lineage(model, models).items()
-            if deps
-        }
-    )
-
-
 class ModelBuildConfig(dg.Config):
     full: bool = False  # keyed models: rebuild whole (a replay) instead of applying what changed
 
 
 def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
     deps = [dg.AssetKey(name) for name in (*model.sources, *model.refs)]
-    lineage = _lineage(model, models)
-    lineage_table = dg.MetadataValue.md(lineage_markdown(column_lineage(model, models)))
+    lineage = lineage_metadata(column_lineage(model, models))
 
     @dg.asset(
         name=model.name,
@@ -96,7 +84,7 @@ def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
         metadata={
             "dagster/table_name": f"tracehouse.{model.name}",
             "materialized": model.materialized,
-            "column_lineage": lineage_table,  # the OSS UI draws dagster/column_lineage only in Dagster+
+            "column_lineage": lineage["column_lineage"],  # the OSS UI draws the other only in Dagster+
         },
     )
     def _asset(context: dg.AssetExecutionContext, config: ModelBuildConfig, clickhouse: ClickHouseResource):
@@ -123,8 +111,7 @@ def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
                 **table_metadata(ch, model.name),
                 "rows_built": rows,
                 **built,
-                "dagster/column_lineage": lineage,
-                "column_lineage": lineage_table,
+                **lineage,
             }
             if model.incremental:
                 metadata[DAYS_BUILT] = ", ".join(context.partition_keys)  # what the reconcile check checks

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
 from orchestration.faults import run_failures
+from orchestration.lineage import Lineage, lineage_markdown
 from orchestration.loader import STAGING_TABLES, LoadReport, load_objects
 from orchestration.reconcile import pending_keys
 from orchestration.resources import ClickHouseResource, RawBucketS3
@@ -54,6 +55,16 @@ class StagingLoadConfig(dg.Config):
     keys: list[str] = Field(default_factory=list, description="raw object keys to load (set by the sensor)")
     scan_all: bool = Field(default=False, description="also load every object the ledger has not committed")
     retry: bool = Field(default=True, description="retry faults (S3, ClickHouse away); the CLI fails at once")
+
+
+def lineage_metadata(lineage: Lineage) -> dict[str, object]:
+    """Column lineage for Dagster (``dagster/column_lineage``, drawn only in Dagster+) and as a table the
+    open-source UI shows."""
+    deps = {c: [dg.TableColumnDep(dg.AssetKey(t), name) for t, name in d] for c, d in lineage.items() if d}
+    return {
+        "dagster/column_lineage": dg.TableColumnLineage(deps_by_column=deps),
+        "column_lineage": dg.MetadataValue.md(lineage_markdown(lineage)),
+    }
 
 
 def table_metadata(ch: ClickHouse, table: str, db: str = DATABASE, count: bool = True) -> dict[str, object]:

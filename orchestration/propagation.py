@@ -25,6 +25,7 @@ One window, all heavy work inside ClickHouse:
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
+from orchestration.columns import column_names
+from orchestration.lineage import Lineage, insert_lineage
 from orchestration.model_prices import load_prices
 from orchestration.scores import propagate_scores
 from orchestration.settings import DATABASE
@@ -310,3 +313,38 @@ def trace_attribute_coverage(ch: ClickHouse, since: datetime, db: str = DATABASE
     """(rows in events since ``since``, rows whose trace attributes equal the latest known ones)."""
     row = query_rows(ch, _statements(db).coverage(), {"since": since})[0]
     return row["rows"], row["current"]
+
+
+# What the column lineage of events names: the tables Dagster shows as assets. The propagation's bookkeeping
+# tables in between are replaced by what fills them; the ledger (which loads are committed) and the price
+# list (model_prices, not an asset) select rows and prices and are left out.
+LINEAGE_SOURCES = ("observations_staging", "traces_staging")
+
+
+@functools.cache
+def events_lineage(db: str = DATABASE) -> Lineage:
+    """The column lineage of ``events``, read with sqlglot from the SQL a propagation runs: its insert into
+    events, through the trace attributes it folds (``trace_attributes_ranked``, whose rank columns decide
+    which value wins) and the model prices it resolves (``model_price_matches``)."""
+    sql = sql_module("propagation", db)
+    read = ("observations_staging", "traces_staging", "ingest_ledger", "trace_attributes_ranked")
+    read += ("model_price_matches", "model_prices", "propagation_keys")
+    schema = {db: {table: dict.fromkeys(column_names(table), "String") for table in read}}
+    through = {
+        "trace_attributes_ranked": insert_lineage(
+            str(sql.insert_trace_attributes()), schema, column_names("trace_attributes_ranked")
+        ),
+        "model_price_matches": insert_lineage(str(sql.resolve_prices()), schema),
+    }
+    lineage = insert_lineage(str(sql.insert_simple(every_key_simple=True)), schema)
+    return {
+        column: sorted(
+            {
+                source
+                for table, name in deps
+                for source in (through[table].get(name, []) if table in through else [(table, name)])
+                if source[0] in LINEAGE_SOURCES
+            }
+        )
+        for column, deps in lineage.items()
+    }

@@ -16,8 +16,11 @@ from importlib import resources
 from pathlib import Path
 
 import jinja2
+import sqlglot
 
 from orchestration.clickhouse import ClickHouse, query_rows, replicated
+from orchestration.columns import column_names
+from orchestration.lineage import Lineage, select_lineage
 from orchestration.settings import DATABASE
 from orchestration.sql_macros import TRACE_FIELDS, latest_attributes_sql, rank_sql, visible_sql
 
@@ -86,6 +89,15 @@ def render_all(db: str = DATABASE, cluster: str | None = None) -> list[str]:
     for migration in load_migrations():
         statements += render(migration.template, db, cluster, **_template_values())
     return statements
+
+
+def view_lineage(view: str, db: str = DATABASE) -> Lineage:
+    """The column lineage of what materialized view ``view`` writes, read from its DDL (the last migration
+    that creates it)."""
+    statement = [s for s in render_all(db) if re.match(rf"CREATE MATERIALIZED VIEW .*\b{view}\b", s)][-1]
+    select = sqlglot.parse_one(statement, dialect="clickhouse").expression
+    tables = {t.name for t in select.find_all(sqlglot.exp.Table)}
+    return select_lineage(select, {db: {t: dict.fromkeys(column_names(t), "String") for t in tables}})
 
 
 def apply_migrations(ch: ClickHouse, db: str = DATABASE, cluster: str | None = None) -> list[int]:

@@ -15,16 +15,19 @@ import pytest
 
 from assets.events import duplicate_rows, missing_from_events, truncation_violations
 from orchestration.clickhouse import open_clickhouse, query_rows, query_scalar
+from orchestration.columns import column_names
 from orchestration.generate import generate
+from orchestration.lineage import insert_lineage
 from orchestration.loader import load_objects
 from orchestration.propagation import (
+    events_lineage,
     propagate,
     propagate_window,
     server_now,
     trace_attribute_coverage,
     watermark,
 )
-from orchestration.schema import apply_migrations
+from orchestration.schema import apply_migrations, view_lineage
 from tests.conftest import BOTH_BACKENDS, INGESTION_V2, OTLP_PB, connect, minute_key, put
 
 DB = "tracehouse"
@@ -312,3 +315,40 @@ def test_run_once_no_delay_propagates_the_fixtures(env, s3):
     assert "propagated=6 repaired=0" in done.stdout
     with open_clickhouse(None, env.chdb_path) as ch:
         assert query_scalar(ch, f"SELECT count() FROM {DB}.events_core") == 6
+
+
+def test_events_lineage_is_read_from_the_propagation_sql():
+    """The lineage of events comes from the insert a propagation runs, through the trace attributes it folds
+    and the prices it resolves; events_core's from its materialized view."""
+    lineage = events_lineage()
+    assert list(lineage) == column_names("events")
+    assert lineage["usage_details"] == [("observations_staging", "usage_details")]
+    assert lineage["provided_cost_details"] == [("observations_staging", "cost_details")]
+    # a trace attribute: from traces_staging and from what spans carry, ranked by event time and object key
+    assert lineage["trace_name"] == [
+        ("observations_staging", "event_ts"), ("observations_staging", "source_key"),
+        ("observations_staging", "trace_name"), ("traces_staging", "event_ts"), ("traces_staging", "name"),
+        ("traces_staging", "source_key"),
+    ]  # fmt: skip
+    assert ("traces_staging", "version") in lineage["trace_version"]
+    assert ("observations_staging", "version") not in lineage["trace_version"]  # spans carry no trace version
+    # calculated cost: total_cost uses the alias cost_details defines, so it has the usage and model too
+    for column in ("cost_details", "total_cost"):
+        assert {"usage_details", "model_parameters", "start_time"} <= {c for _, c in lineage[column]}
+    assert lineage["propagation_id"] == lineage["propagated_at"] == []  # constants of the run
+    core = view_lineage("events_core_mv")
+    assert set(core) == set(column_names("events_core"))
+    assert core["input_truncated"] == core["input"] == [("events", "input")]
+
+
+def test_insert_lineage_names_columns_by_the_insert_and_follows_clickhouse_aliases():
+    schema = {"db": {"x": dict.fromkeys(["u", "v", "w"], "String"), "y": dict.fromkeys(["k", "z"], "String")}}
+    sql = (
+        "INSERT INTO db.t (a, b, c, d, e) SELECT x.u AS b, plus(x.v AS tmp_, 1), tmp_ + x.w, now(), y.z "
+        "FROM db.x AS x JOIN db.y AS y ON x.u = y.k"
+    )
+    assert insert_lineage(sql, schema) == {
+        "a": [("x", "u")], "b": [("x", "v")], "c": [("x", "v"), ("x", "w")], "d": [], "e": [("y", "z")],
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="2 columns inserted from 1 expressions"):
+        insert_lineage("INSERT INTO db.t (a, b) SELECT x.u FROM db.x AS x", schema)
