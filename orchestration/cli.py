@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -26,6 +27,9 @@ from rich.table import Table
 
 from orchestration.processes import running, stop_tree
 from orchestration.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 console = Console(stderr=True)
 
@@ -108,13 +112,9 @@ def dev(port: int, demo: bool, demo_interval: float) -> None:
     """Local S3 + Dagster UI on the embedded defaults, with demo data flowing."""
     _require_free_port(port)
     with environment() as settings:
-        from orchestration.clickhouse import open_clickhouse
-        from orchestration.dagster_runs import dagster_dev_command, instance
-        from orchestration.schema import apply_migrations
+        from orchestration.dagster_runs import dagster_dev_command
 
-        with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
-            apply_migrations(ch)
-        with instance(settings):  # writes dagster.yaml, sets the server-mode pool limits
+        with _dagster(settings):  # writes dagster.yaml, sets the server-mode pool limits, applies the schema
             os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
         stop = threading.Event()
         if demo:
@@ -130,6 +130,36 @@ def dev(port: int, demo: bool, demo_interval: float) -> None:
             stop_tree(process, grace=30)
         finally:
             stop.set()
+
+
+def _dagster(settings: Settings) -> DagsterInstance:
+    """The UI's instance, after a run of ``apply_schema`` on it: every command that does pipeline work
+    applies pending ClickHouse migrations first, as a run the UI shows."""
+    from orchestration.dagster_runs import instance
+
+    dagster = instance(settings)
+    _apply_schema(dagster)
+    return dagster
+
+
+def _apply_schema(dagster: DagsterInstance) -> dict:
+    from orchestration.dagster_runs import materialized, run_job
+
+    run = run_job("apply_schema", dagster)
+    _require_success(run)
+    return materialized(run, "clickhouse_schema")[0]
+
+
+@main.command()
+def schema() -> None:
+    """Apply pending ClickHouse migrations (a run of apply_schema, shown in the Dagster UI). A deployment
+    runs this after every upgrade, before starting the daemon: the pipeline refuses an older schema."""
+    from orchestration.dagster_runs import instance
+
+    with console.status("applying ClickHouse migrations (apply_schema)"), instance(load_settings()) as on:
+        applied = _apply_schema(on)
+    version, names = applied["schema_version"], applied["migrations_applied"]
+    console.print(f"schema at migration {version:04d}; applied: {names}")
 
 
 def _require_free_port(port: int) -> None:
@@ -167,10 +197,10 @@ def run_once(no_delay: bool) -> None:
     """Process every pending raw object end to end — load, propagate, derived tables — headless, and print
     a summary. Each stage is a run of the code location's jobs on the UI's instance; a fault fails at once
     (no retry policy) with its one line and exit code."""
-    from orchestration.dagster_runs import instance, materialized, run_job
+    from orchestration.dagster_runs import materialized, run_job
 
     with environment() as settings:
-        dagster = instance(settings)
+        dagster = _dagster(settings)
         with _progress() as progress:
             stages = progress.add_task("loading raw objects (reconcile_raw_bucket)", total=4)
             load = run_job(
@@ -235,7 +265,6 @@ def replay(model: str, days: str | None) -> None:
     from assets.models import DAILY
     from orchestration.dagster_runs import (
         contiguous,
-        instance,
         materialized,
         partition_range,
         run_job,
@@ -254,7 +283,7 @@ def replay(model: str, days: str | None) -> None:
     started = time.monotonic()
     # only a replay from raw needs S3 (and the local SeaweedFS when no endpoint is configured)
     with environment() if model == "events" else nullcontext(load_settings()) as settings:
-        dagster = instance(settings)
+        dagster = _dagster(settings)
         if model == "events":
             with console.status("loading the raw bucket into a shadow database and propagating it"):
                 run = run_job("replay_events_from_raw", dagster)
@@ -309,22 +338,18 @@ def _days_with_events(settings: Settings) -> list[date]:
     from assets.models import DAILY
     from orchestration.clickhouse import open_clickhouse
     from orchestration.models import days_in_events
-    from orchestration.schema import apply_migrations
 
-    with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
-        apply_migrations(ch)
+    with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:  # after apply_schema
         return [d for d in days_in_events(ch) if DAILY.has_partition_key(d.isoformat())]
 
 
 def _generate_legacy(observations: int) -> None:
     from orchestration.clickhouse import open_clickhouse
     from orchestration.legacy import generate_legacy
-    from orchestration.schema import apply_migrations
     from orchestration.settings import LEGACY_DATABASE
 
     settings = load_settings()
-    with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
-        apply_migrations(ch)
+    with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:  # legacy tables only
         with console.status(f"writing {observations:,} legacy observations"):
             written = generate_legacy(ch, observations)
     console.print(
@@ -341,11 +366,11 @@ def migrate(rows_per_part: int, redo: bool) -> None:
     the legacy_snapshot asset and one legacy_migration partition per part, as runs of the Dagster instance."""
     from assets.migration import partition_key
     from orchestration.clickhouse import open_clickhouse
-    from orchestration.dagster_runs import failure, instance, materialized, run_job
+    from orchestration.dagster_runs import failure, materialized, run_job
     from orchestration.migration import done_parts, parts
 
     settings = load_settings()
-    dagster = instance(settings)
+    dagster = _dagster(settings)
     with console.status("copying and freezing the legacy tables (run snapshot_legacy)"):
         snap = run_job(
             "snapshot_legacy",

@@ -122,4 +122,6 @@ def run_failures(retry: bool = True) -> Iterator[None]:
             raise
         code = fault.code if fault else EXIT_BUG
         message = fault.message if fault else f"unexpected {type(exc).__name__}: {first_line(exc)}"
-        raise dg.Failure(description=message, metadata={"fault_code": code}, allow_retries=retry) from exc
+        # a configuration the run cannot use (a schema older than the code) is not retried: retries only wait
+        retryable = retry and code != EXIT_USAGE
+        raise dg.Failure(description=message, metadata={"fault_code": code}, allow_retries=retryable) from exc

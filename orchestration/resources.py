@@ -5,7 +5,6 @@ config, the UI, logs or SQL text.
 """
 
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,10 +14,8 @@ import dagster as dg
 from pydantic import Field
 
 from orchestration.clickhouse import ClickHouse, open_clickhouse
-from orchestration.schema import apply_migrations
-
-_migrated: set[str] = set()
-_migrate_lock = threading.Lock()
+from orchestration.faults import EXIT_USAGE
+from orchestration.schema import SchemaBehind, require_current
 
 
 class ClickHouseResource(dg.ConfigurableResource):
@@ -37,15 +34,18 @@ class ClickHouseResource(dg.ConfigurableResource):
         return not self.url
 
     @contextmanager
-    def connect(self) -> Iterator[ClickHouse]:
-        """Open ClickHouse (migrating on first use in this process); closed at the end of the block."""
+    def connect(self, schema_checked: bool = True) -> Iterator[ClickHouse]:
+        """Open ClickHouse for the block. It refuses a schema older than the code (one cheap query): the
+        schema is applied by its own step (the ``clickhouse_schema`` asset, which alone passes
+        ``schema_checked=False``), never as a side effect of opening a connection."""
         chdb_path = Path(self.home).resolve() / "clickhouse"
         with open_clickhouse(self.url, chdb_path, self.lock_wait_seconds) as ch:
-            target = "server" if self.url else str(chdb_path)
-            with _migrate_lock:
-                if target not in _migrated:
-                    apply_migrations(ch)
-                    _migrated.add(target)
+            if schema_checked:
+                try:
+                    require_current(ch)
+                except SchemaBehind as exc:  # not retried: a retry policy would only wait for the same answer
+                    metadata = {"fault_code": EXIT_USAGE}
+                    raise dg.Failure(description=str(exc), metadata=metadata, allow_retries=False) from exc
             yield ch
 
 

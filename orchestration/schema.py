@@ -21,7 +21,7 @@ import sqlglot
 from orchestration.clickhouse import ClickHouse, query_rows, replicated
 from orchestration.columns import column_names
 from orchestration.lineage import Lineage, select_lineage
-from orchestration.settings import DATABASE
+from orchestration.settings import DATABASE, ConfigError
 from orchestration.sql_macros import TRACE_FIELDS, latest_attributes_sql, rank_sql, visible_sql
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -98,6 +98,27 @@ def view_lineage(view: str, db: str = DATABASE) -> Lineage:
     select = sqlglot.parse_one(statement, dialect="clickhouse").expression
     tables = {t.name for t in select.find_all(sqlglot.exp.Table)}
     return select_lineage(select, {db: {t: dict.fromkeys(column_names(t), "String") for t in tables}})
+
+
+class SchemaBehind(ConfigError):
+    """ClickHouse's schema is older than the code: the deployment step that applies it has not run."""
+
+
+def schema_version(ch: ClickHouse, db: str = DATABASE) -> int:
+    """The last migration applied to ``db`` (0: none, not even the bookkeeping table)."""
+    if not query_rows(ch, f"EXISTS TABLE {db}.schema_migrations")[0]["result"]:  # noqa: S608
+        return 0
+    return int(query_rows(ch, f"SELECT max(version) AS v FROM {db}.schema_migrations")[0]["v"])  # noqa: S608
+
+
+def require_current(ch: ClickHouse, db: str = DATABASE) -> None:
+    """Refuse to read or write a schema older than the code, saying which step applies it."""
+    have, want = schema_version(ch, db), load_migrations()[-1].version
+    if have < want:
+        raise SchemaBehind(
+            f"the ClickHouse schema of {db} is at migration {have:04d} and this code needs {want:04d}: run "
+            "`tracehouse schema` (or materialize clickhouse_schema in Dagster) before anything else"
+        )
 
 
 def apply_migrations(ch: ClickHouse, db: str = DATABASE, cluster: str | None = None) -> list[int]:

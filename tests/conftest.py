@@ -111,6 +111,19 @@ def s3(seaweed: LocalS3):
     return seaweed.client()
 
 
+def apply_schema(settings: Settings) -> None:
+    """The deployment step `tracehouse schema` runs: the pipeline refuses a schema older than the code."""
+    with connect(settings) as client:
+        apply_migrations(client)
+
+
+@pytest.fixture
+def migrated(env: Settings) -> Settings:
+    """A deployment whose ClickHouse schema was applied, for tests that run jobs without the CLI."""
+    apply_schema(env)
+    return env
+
+
 @pytest.fixture
 def ch(env: Settings) -> Iterator[ClickHouse]:
     with connect(env) as client:

@@ -29,7 +29,7 @@ def test_definitions_are_loadable(env):
     assert repo.get_sensor_def("raw_bucket_sensor").default_status == dg.DefaultSensorStatus.RUNNING
 
 
-def test_staging_assets_materialize_with_real_resources(env, s3):
+def test_staging_assets_materialize_with_real_resources(env, s3, migrated):
     from assets.staging import staging_tables
     from orchestration.resources import build_resources
 
@@ -114,15 +114,14 @@ def test_run_once_loads_the_shared_fixtures_and_exits_zero(env, s3):
     # every stage was a run of the code location's jobs on the instance the UI reads
     with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
         jobs = [r.job_name for r in instance.get_runs() if r.status == dg.DagsterRunStatus.SUCCESS]
-    assert sorted(jobs) == sorted(
-        2 * ["reconcile_raw_bucket", "propagate_events", "refresh_changed_days", "refresh_models"]
-    )
+    stages = ["apply_schema", "reconcile_raw_bucket", "propagate_events", "refresh_changed_days"]
+    assert sorted(jobs) == sorted(2 * [*stages, "refresh_models"])
     with open_clickhouse(None, env.chdb_path) as ch:
         assert query_scalar(ch, "SELECT count() FROM tracehouse.trace_summaries") == 2
         assert query_scalar(ch, "SELECT sum(scores) FROM tracehouse.scores_daily") == 2
 
 
-def test_propagation_and_its_checks_run_in_dagster(env, s3):
+def test_propagation_and_its_checks_run_in_dagster(env, s3, migrated):
     """The scheduled propagate_events job: with nothing due it records no materialization (the models'
     "deps updated" rule and the checks only follow new data); after a window, the events checks run in
     the same run, so they are evaluated against every materialization."""
@@ -171,7 +170,7 @@ def test_propagation_and_its_checks_run_in_dagster(env, s3):
     assert all(c.passed for c in checks.values()), {n: c.metadata for n, c in checks.items() if not c.passed}
 
 
-def test_replay_events_from_raw_job_runs_in_dagster(env, s3):
+def test_replay_events_from_raw_job_runs_in_dagster(env, s3, migrated):
     from assets.events import replay_events_from_raw
     from orchestration.resources import build_resources
 

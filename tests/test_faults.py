@@ -109,7 +109,7 @@ def test_replay_killed_before_the_swap_leaves_the_model_whole(env, s3):
         assert query_rows(ch, f"SELECT * FROM {DB}.trace_summaries ORDER BY ALL") == before
 
 
-def test_a_load_that_fails_on_a_transient_fault_is_retried_by_dagster(env, s3, monkeypatch):
+def test_a_load_that_fails_on_a_transient_fault_is_retried_by_dagster(env, s3, migrated, monkeypatch):
     """The staging asset's own retry policy: ClickHouse unreachable on the first attempt, loaded on the
     retry (after the policy's 10 s delay), in one run."""
     import dagster as dg

@@ -285,7 +285,7 @@ def test_legacy_batches_keep_a_bad_field_in_metadata_and_read_openai_usage():
     assert len(parsed.unmapped) == 2
 
 
-def test_the_dagster_load_reports_unmapped_values(env, s3):
+def test_the_dagster_load_reports_unmapped_values(env, s3, migrated):
     import dagster as dg
 
     from assets.staging import staging_tables

@@ -247,7 +247,7 @@ def test_snapshot_and_part_partitions_in_dagster(env, ch):
     assert _rows(ch, ACTUAL) == _rows(ch, EXPECTED)
 
 
-def test_a_failed_run_of_the_command_line_says_why(env):
+def test_a_failed_run_of_the_command_line_says_why(env, migrated):
     from orchestration.dagster_runs import failure, run_job
 
     with dg.instance_for_test() as instance:

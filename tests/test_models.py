@@ -397,7 +397,7 @@ def test_replay_command(env, s3):
     # the command ran Dagster: runs, per-partition materializations and checks are in the UI's instance
     with dg.DagsterInstance.from_config(str(load_settings().dagster_home)) as instance:
         runs = instance.get_runs()
-        assert {r.job_name for r in runs} == {"rebuild_recent_days", "replay_models"}, [
+        assert {r.job_name for r in runs} == {"apply_schema", "rebuild_recent_days", "replay_models"}, [
             r.job_name for r in runs
         ]
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)

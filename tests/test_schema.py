@@ -3,14 +3,27 @@ reads) rendered from the same files that ClickHouse's own parser and sqlglot acc
 
 import json
 import re
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 
+import dagster as dg
+import pytest
 import sqlglot
 from sqlglot import exp
 
 from orchestration.clickhouse import open_clickhouse, query_rows, query_scalar
 from orchestration.columns import catalogue
-from orchestration.schema import apply_migrations, columns_snapshot, load_migrations, render_all
+from orchestration.schema import (
+    SchemaBehind,
+    apply_migrations,
+    columns_snapshot,
+    load_migrations,
+    render_all,
+    schema_version,
+)
+from tests.conftest import connect
 
 
 def test_migrations_apply_once_and_are_recorded(tmp_path):
@@ -202,3 +215,66 @@ def test_costs_become_decimals_on_a_populated_database(tmp_path, monkeypatch):
         assert {c["name"]: c["type"] for c in columns}["total_cost"] == "Nullable(Decimal(18, 12))"
         create = query_scalar(ch, "SHOW CREATE TABLE tracehouse.events_core")
         assert "PROJECTION by_start_time" in create and "PROJECTION by_user" in create
+
+
+def test_opening_clickhouse_never_migrates_and_apply_schema_is_the_step_that_does(env):
+    """The resource refuses a schema older than the code and names the step to run, creating nothing; the
+    clickhouse_schema asset applies the migrations as a run, a second run applies none, and `tracehouse
+    schema` is that run from a shell."""
+    from assets.events import EVENTS_CHECKS, propagate_events, propagation
+    from assets.schema import apply_schema, clickhouse_schema
+    from orchestration.faults import EXIT_USAGE, classify
+    from orchestration.resources import build_resources
+
+    resources = build_resources()
+    with pytest.raises(dg.Failure, match=r"at migration 0000 .* run `tracehouse schema`") as refused:
+        with resources["clickhouse"].connect():
+            pass
+    assert isinstance(refused.value.__cause__, SchemaBehind) and not refused.value.allow_retries
+    assert refused.value.metadata["fault_code"].value == classify(refused.value).code == EXIT_USAGE
+    with connect(env) as ch:
+        assert schema_version(ch) == 0  # opening it applied nothing
+
+    instance = dg.DagsterInstance.ephemeral()
+    # a scheduled propagation on the old schema fails once, with that line: its retry policy would only wait
+    propagating = dg.Definitions(
+        assets=[propagation], asset_checks=EVENTS_CHECKS, jobs=[propagate_events], resources=resources
+    )
+    run = propagating.resolve_job_def("propagate_events").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    assert not run.success and "run `tracehouse schema`" in str(run.failure_data_for_node("propagation"))
+    assert not [e for e in run.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+
+    job = dg.Definitions(assets=[clickhouse_schema], jobs=[apply_schema], resources=resources)
+    job = job.resolve_job_def("apply_schema")
+    latest = load_migrations()[-1]
+
+    def applied() -> dict:
+        result = job.execute_in_process(instance=instance)
+        assert result.success
+        return {
+            k: v.value
+            for k, v in result.asset_materializations_for_node("clickhouse_schema")[0].metadata.items()
+        }
+
+    first = applied()
+    assert first["schema_version"] == latest.version
+    assert (
+        first["migrations_applied"].startswith("0001_")
+        and f"{latest.version:04d}_{latest.name}" in first["migrations_applied"]
+    )
+    assert applied()["migrations_applied"] == "none (up to date)"
+    with resources["clickhouse"].connect() as ch:
+        assert schema_version(ch) == latest.version
+
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "tracehouse"), "schema"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"schema at migration {latest.version:04d}; applied: none (up to date)" in done.stderr
+    )  # the human line (stdout is for summaries)

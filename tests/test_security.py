@@ -19,7 +19,7 @@ DB = "tracehouse"
 HOSTILE = "o'brien\\'; DROP TABLE tracehouse.events; --{x:String}"
 
 
-def test_secrets_stay_out_of_sql_logs_run_config_and_metadata(env, s3, monkeypatch, caplog):
+def test_secrets_stay_out_of_sql_logs_run_config_and_metadata(env, s3, migrated, monkeypatch, caplog):
     from assets.events import EVENTS_CHECKS, propagation
     from assets.staging import staging_tables
     from orchestration.resources import build_resources

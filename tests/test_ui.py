@@ -34,6 +34,7 @@ def ran(seaweed, tmp_path_factory) -> Iterator[dict]:
 def _run_pipeline(env, s3, monkeypatch) -> dict:
     from assets.events import EVENTS_CHECKS, propagate_events, propagation
     from assets.models import MODEL_ASSETS, MODEL_CHECKS
+    from assets.schema import clickhouse_schema
     from assets.staging import staging_tables
     from orchestration.dagster_runs import write_dagster_home
     from orchestration.resources import build_resources
@@ -43,6 +44,7 @@ def _run_pipeline(env, s3, monkeypatch) -> dict:
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     instance = dg.DagsterInstance.get()
     resources = build_resources()
+    assert dg.materialize([clickhouse_schema], resources=resources, instance=instance).success
 
     def load(keys: list[str]) -> None:
         config = {"ops": {"staging_tables": {"config": {"keys": keys}}}}
