@@ -41,8 +41,9 @@ def pytest_configure(config) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-# The files that take longest (`--durations`), started first: `make test` gives each worker whole files in
-# collection order, so a long file collected last runs alone at the end while the other worker idles.
+# The files that take longest (`--durations`), started first: `make test` hands tests to the workers in
+# collection order (`--dist loadgroup`: one test at a time, except an `xdist_group` such as test_ui's, which
+# shares module fixtures), so a long test collected last would run alone at the end while the others idle.
 LONGEST_FIRST = (
     "test_production_path.py",
     "test_propagation.py",

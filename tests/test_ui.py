@@ -18,6 +18,8 @@ from orchestration.local_s3 import free_port
 from tests.conftest import INGESTION_V2, deployment, minute_key, put
 from tests.dagster_web import graphql, wait_loaded
 
+pytestmark = pytest.mark.xdist_group("ui")  # one worker runs both tests: they share the module fixtures
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 
