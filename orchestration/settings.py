@@ -17,7 +17,8 @@ LEGACY_DATABASE = os.environ.get("LEGACY_DATABASE") or "legacy"
 
 
 class ConfigError(ValueError):
-    """An environment variable tracehouse cannot use: the message names it and says what to set."""
+    """Configuration tracehouse cannot run with (an environment variable, a schema older than the code): the
+    message names it and says what to set or run."""
 
 
 def _int(name: str, default: int) -> int:
