@@ -331,7 +331,11 @@ def replay_events_from_raw_op(
                 continue
             yield dg.AssetMaterialization(
                 asset_key=model.name,
-                metadata={**table_metadata(ch, model.name), "rows_built": rows, "build": "whole (replay)"},
+                metadata={
+                    **table_metadata(ch, model.name, descriptions=model.columns),
+                    "rows_built": rows,
+                    "build": "whole (replay)",
+                },
             )
     context.log.info(
         f"replayed {result.objects} raw objects; {result.caught_up} live observations merged again"

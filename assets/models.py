@@ -108,7 +108,7 @@ def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
                 rows = sum(by_day.get(d, 0) for d in days)  # the days' rows, not the table's
             context.log.info(f"{model.name}: {rows} rows built {built}")
             metadata = {
-                **table_metadata(ch, model.name),
+                **table_metadata(ch, model.name, descriptions=model.columns),
                 "rows_built": rows,
                 **built,
                 **lineage,

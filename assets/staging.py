@@ -6,12 +6,14 @@ The sensor passes the keys of a batch in run config; ``scan_all`` (the reconcili
 """
 
 import re
+from collections.abc import Mapping
 from contextlib import ExitStack
 
 import dagster as dg
 from pydantic import Field
 
 from orchestration.clickhouse import ClickHouse, query_rows, query_scalar
+from orchestration.column_docs import describe
 from orchestration.faults import run_failures
 from orchestration.lineage import Lineage, lineage_markdown
 from orchestration.loader import STAGING_TABLES, LoadReport, load_objects
@@ -67,9 +69,16 @@ def lineage_metadata(lineage: Lineage) -> dict[str, object]:
     }
 
 
-def table_metadata(ch: ClickHouse, table: str, db: str = DATABASE, count: bool = True) -> dict[str, object]:
+def table_metadata(
+    ch: ClickHouse,
+    table: str,
+    db: str = DATABASE,
+    count: bool = True,
+    descriptions: Mapping[str, str] | None = None,
+) -> dict[str, object]:
     """The standard Dagster table metadata, read from ClickHouse itself (``count=False``: no row count, for a
-    view that aggregates)."""
+    view that aggregates). Column descriptions: ``descriptions`` (a model's own), else
+    ``orchestration/column_docs.py``."""
     columns = query_rows(
         ch,
         "SELECT name, type, comment FROM system.columns WHERE database = {db:String} AND table = {t:String} "
@@ -81,7 +90,7 @@ def table_metadata(ch: ClickHouse, table: str, db: str = DATABASE, count: bool =
             dg.TableColumn(
                 c["name"],
                 column_type(c["type"]),
-                description=c["comment"] or c["type"],
+                description=(descriptions or {}).get(c["name"]) or c["comment"] or describe(table, c["name"]),
             )
             for c in columns
         ]

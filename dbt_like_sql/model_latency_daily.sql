@@ -7,6 +7,14 @@
     description='Latency of generations per project, day and model: p50/p95/p99 of duration and of '
                 'time to first token (completion_start_time - start_time), in milliseconds.',
     owners=['team:data-platform'],
+    columns={'day': 'day the generations started (UTC)', 'model': 'model name as sent',
+             'generations': 'generations that ended (end_time set)',
+             'latency_p50_ms': 'median duration (end_time - start_time), ms',
+             'latency_p95_ms': '95th percentile of the duration, ms',
+             'latency_p99_ms': '99th percentile of the duration, ms',
+             'ttft_p50_ms': 'median time to first token (completion_start_time - start_time), ms',
+             'ttft_p95_ms': '95th percentile of the time to first token, ms',
+             'ttft_p99_ms': '99th percentile of the time to first token, ms'},
     reconcile={'generations': "countIf(type = 'GENERATION' AND end_time IS NOT NULL)"},
 ) }}
 SELECT

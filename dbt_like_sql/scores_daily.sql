@@ -7,6 +7,10 @@
     description='Scores per project, day (of the score timestamp), score name, source and data type: count; '
                 'average, p50 and p90 of numeric and boolean values; value counts of categorical ones.',
     owners=['team:data-platform'],
+    columns={'day': 'day of the score timestamp (UTC)', 'name': 'name of the score',
+             'scores': 'current scores of that name, source and type', 'avg_value': 'average numeric value',
+             'p50_value': 'median numeric value', 'p90_value': '90th percentile of the numeric value',
+             'category_counts': 'categorical value → how many scores have it'},
 ) }}
 SELECT
     project_id,

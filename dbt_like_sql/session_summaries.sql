@@ -7,6 +7,9 @@
                 'Partitioned by the day the session starts; a refresh recomputes the sessions whose traces '
                 'changed.',
     owners=['team:data-platform'],
+    columns={'traces': 'traces in the session', 'users': 'distinct users of those traces',
+             'first_seen': 'start of its first trace', 'last_seen': 'end of its last trace',
+             'total_cost': 'cost of its traces in USD', 'total_tokens': 'tokens of its traces'},
 ) }}
 SELECT
     project_id,

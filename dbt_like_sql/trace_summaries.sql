@@ -10,6 +10,19 @@
                 'by the day the trace starts; a refresh recomputes the traces that changed since the last one '
                 'and replaces the days they left or entered.',
     owners=['team:data-platform'],
+    columns={'name': 'name of the trace', 'version': 'version of the trace',
+             'environment': "the observations' environment, else the trace's, else 'default'",
+             'input': "the trace's input, else its root observation's (truncated like events_core)",
+             'output': "the trace's output, else its root observation's (truncated like events_core)",
+             'start_time': 'start of its first observation (the trace timestamp when it has none)',
+             'end_time': 'end of its last observation', 'latency_ms': 'end_time - start_time, ms',
+             'observations': 'observations in the trace', 'generations': 'of them, type GENERATION',
+             'spans': 'of them, type SPAN', 'events': 'of them, type EVENT', 'errors': 'of them, level ERROR',
+             'total_cost': 'cost of its observations in USD',
+             'total_tokens': 'tokens of its observations (total, else input + output)',
+             'score_avg': 'score name → average numeric value', 'score_last': 'score name → latest value',
+             'score_count': 'score name → number of scores',
+             'score_categories': 'score name → categorical values given'},
     reconcile={'observations': 'count()', 'total_cost': 'sum(ifNull(total_cost, 0))'},
 ) }}
 SELECT

@@ -79,6 +79,11 @@ class Model:
         return self.config.get("description", "")
 
     @property
+    def columns(self) -> dict[str, str]:
+        """Descriptions of the output columns (``config(columns=...)``), shown in the UI."""
+        return dict(self.config.get("columns", {}))
+
+    @property
     def unique_key(self) -> list[str]:
         return list(self.config.get("unique_key", []))
 

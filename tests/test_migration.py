@@ -224,6 +224,8 @@ def test_snapshot_and_part_partitions_in_dagster(env, ch):
         assert snap.success
         snap_meta = snap.get_asset_materialization_events()[0].materialization.metadata
         assert snap_meta["dagster/table_name"].value == "tracehouse.migration_observations"
+        undescribed = [c.name for c in snap_meta["dagster/column_schema"].value.columns if not c.description]
+        assert not undescribed, f"columns without a description: {undescribed}"
         assert "dagster/column_schema" in snap_meta
         names = instance.get_dynamic_partitions(LEGACY_PARTS.name)
         # readable names: the part's hash bucket, one partition per part

@@ -278,3 +278,23 @@ def test_opening_clickhouse_never_migrates_and_apply_schema_is_the_step_that_doe
     assert (
         f"schema at migration {latest.version:04d}; applied: none (up to date)" in done.stderr
     )  # the human line (stdout is for summaries)
+
+
+def test_every_column_an_asset_reports_has_a_description():
+    """dagster/column_schema describes each column in words (not its type again): the tables' columns from
+    orchestration/column_docs.py, the models' from their config(columns=...)."""
+    from orchestration.column_docs import describe
+    from orchestration.loader import STAGING_TABLES
+    from orchestration.models import load_models, output_columns
+
+    # migration_observations copies the legacy table: test_migration checks its descriptions on a snapshot
+    tables = [*STAGING_TABLES, "ingest_ledger", "quarantine", "events"]
+    tables += ["events_core", "traces_current", "scores"]
+    missing = [f"{t}.{c}" for t in tables for c, _ in catalogue()[t] if not describe(t, c)]
+    for model in load_models().values():
+        columns = output_columns(model)
+        assert set(model.columns) <= set(columns), f"{model.name} describes columns it does not have"
+        missing += [
+            f"{model.name}.{c}" for c in columns if not (model.columns.get(c) or describe(model.name, c))
+        ]
+    assert not missing, f"columns without a description: {missing}"
