@@ -101,7 +101,17 @@ def main() -> None:
     # starts would inherit that and ignore the SIGINT that asks them to stop cleanly (a handler is reset to
     # the default in every program started from here).
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, signal.default_int_handler)
+        signal.signal(signum, _interrupt)
+
+
+# Set by SIGTERM/SIGINT. The KeyboardInterrupt a signal raises is lost when it lands in a finalizer
+# ("Exception ignored in ..."), which an in-process Dagster run makes likely: commands check it.
+_stop_requested = threading.Event()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    _stop_requested.set()
+    raise KeyboardInterrupt
 
 
 @main.command()
@@ -122,6 +132,8 @@ def dev(port: int, demo: bool, demo_interval: float) -> None:
         console.print(f"[bold green]tracehouse[/] UI on http://127.0.0.1:{port}  (data in {settings.home})")
         process = None
         try:
+            if _stop_requested.is_set():  # a stop that arrived during the schema run and was lost there
+                raise KeyboardInterrupt
             process = subprocess.Popen(dagster_dev_command(port))
             process.wait()
         except KeyboardInterrupt:
@@ -329,6 +341,8 @@ def _require_success(run) -> None:
     if run.success:
         return
     why = failure(run)
+    if why.interrupted or _stop_requested.is_set():  # stopped (SIGINT/SIGTERM), not a fault: as Ctrl-C
+        raise KeyboardInterrupt
     log = _log_traceback(f"run {run.run_id} of {run.job_def.name} failed\n{why.details}")
     click.echo(f"error: {why.reason} (run {run.run_id} in the Dagster UI; details in {log})", err=True)
     raise SystemExit(why.metadata.get("fault_code", EXIT_FAILED))

@@ -114,15 +114,19 @@ def run_job(
 ) -> dg.ExecuteInProcessResult:
     """Execute one job of the code location (``assets``: only those of an asset job) and return its result;
     a failed run is returned, not raised: its events say why."""
-    from orchestration.definitions import defs
+    from orchestration.definitions import build_definitions
 
-    return defs.resolve_job_def(job).execute_in_process(
-        run_config={**QUIET, **(run_config or {})},
-        instance=on,
-        partition_key=partition_key,
-        tags={"tracehouse/launched_by": "cli", **(tags or {})},
-        asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
-        raise_on_error=False,
+    return (
+        build_definitions()
+        .resolve_job_def(job)
+        .execute_in_process(
+            run_config={**QUIET, **(run_config or {})},
+            instance=on,
+            partition_key=partition_key,
+            tags={"tracehouse/launched_by": "cli", **(tags or {})},
+            asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
+            raise_on_error=False,
+        )
     )
 
 
@@ -156,6 +160,7 @@ class RunFailure:
     reason: str  # one line: the failed steps' descriptions or errors
     metadata: dict[str, Any]  # what a ``dg.Failure`` carried (``fault_code``: the command's exit code)
     details: str  # the errors with their tracebacks and causes, for the log file
+    interrupted: bool = False  # stopped by SIGINT/SIGTERM (Dagster's handler caught it), not a fault
 
 
 def failure(result: dg.ExecuteInProcessResult) -> RunFailure:
@@ -163,6 +168,7 @@ def failure(result: dg.ExecuteInProcessResult) -> RunFailure:
     reasons: list[str] = []
     metadata: dict[str, Any] = {}
     details: list[str] = []
+    interrupted = False
     for event in result.get_step_failure_events():
         data = event.step_failure_data
         if data.user_failure_data:
@@ -170,6 +176,7 @@ def failure(result: dg.ExecuteInProcessResult) -> RunFailure:
             metadata.update({k: v.value for k, v in data.user_failure_data.metadata.items()})
         elif data.error:
             error = data.error  # Dagster's wrapper first; the user code's exception is its cause
+            interrupted |= error.cls_name == "DagsterExecutionInterruptedError"
             while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
                 error = error.cause
             reasons.append(f"unexpected {error.message.strip().splitlines()[0][:300]}")  # "ValueError: …"
@@ -177,4 +184,4 @@ def failure(result: dg.ExecuteInProcessResult) -> RunFailure:
         if data.error:
             details.append(f"step {event.step_key}:\n{data.error.to_string()}")
     reason = "; ".join(r for r in reasons if r) or f"run {result.run_id} did not succeed"
-    return RunFailure(reason, metadata, "\n".join(details))
+    return RunFailure(reason, metadata, "\n".join(details), interrupted)
