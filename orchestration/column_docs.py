@@ -7,7 +7,22 @@ that computes them. ``tests/test_schema.py`` fails when a column of an asset's t
 
 _OBSERVATION = "the observation (span, generation, event, ...)"
 
+# Tables whose name, version, input, output, metadata and id are the trace's or the score's own.
+_RECORD_OF = {
+    "traces_staging": "trace",
+    "traces_current": "trace",
+    "scores_staging": "score",
+    "scores": "score",
+}
+
 DESCRIPTIONS: dict[str, str] = {
+    **{
+        f"{table}.{column}": f"{column} of the {record}"
+        for table, record in _RECORD_OF.items()
+        for column in ("name", "version", "input", "output", "metadata", "id")
+    },
+    "traces_current.name": "name of the trace (latest non-empty value)",
+    "scores.id": "id of the score; one current row per (project_id, id)",
     # identity and trace-level attributes
     "project_id": "Langfuse project the record belongs to (from the object key or the payload)",
     "trace_id": "trace the record belongs to",
@@ -57,16 +72,6 @@ DESCRIPTIONS: dict[str, str] = {
     "output_truncated": "whether output was cut to TRACEHOUSE_CORE_TRUNCATE_CHARS chars (whole in events)",
     "metadata_truncated": "whether a metadata value was cut to TRACEHOUSE_CORE_TRUNCATE_CHARS characters",
     # traces
-    "traces_current.name": "name of the trace (latest non-empty value)",
-    "traces_staging.name": "name of the trace",
-    "traces_current.version": "version of the trace",
-    "traces_staging.version": "version of the trace",
-    "traces_current.input": "input of the trace",
-    "traces_current.output": "output of the trace",
-    "traces_staging.input": "input of the trace",
-    "traces_staging.output": "output of the trace",
-    "traces_current.metadata": "metadata of the trace",
-    "traces_staging.metadata": "metadata of the trace",
     "timestamp": "the record's own timestamp as sent",
     "first_start": "earliest start seen for the trace",
     "last_start": "latest start or end seen for the trace",
@@ -80,12 +85,6 @@ DESCRIPTIONS: dict[str, str] = {
     "source": "who scored: API, ANNOTATION or EVAL",
     "is_deleted": "whether this version deletes the score",
     "key_hash": "hash of the raw object key: the last tie-breaker between versions",
-    "scores_staging.name": "name of the score",
-    "scores.name": "name of the score",
-    "scores_staging.id": "id of the score",
-    "scores.id": "id of the score; one current row per (project_id, id)",
-    "scores_staging.metadata": "metadata of the score",
-    "scores.metadata": "metadata of the score",
     # the ingest ledger and quarantine
     "etag": "ETag of the raw object: a changed object under the same key loads again",
     "size": "size of the raw object in bytes",

@@ -14,8 +14,8 @@ import dagster as dg
 from pydantic import Field
 
 from orchestration.clickhouse import ClickHouse, open_clickhouse
-from orchestration.faults import EXIT_USAGE
-from orchestration.schema import SchemaBehind, require_current
+from orchestration.faults import run_failures
+from orchestration.schema import require_current
 
 
 class ClickHouseResource(dg.ConfigurableResource):
@@ -41,11 +41,8 @@ class ClickHouseResource(dg.ConfigurableResource):
         chdb_path = Path(self.home).resolve() / "clickhouse"
         with open_clickhouse(self.url, chdb_path, self.lock_wait_seconds) as ch:
             if schema_checked:
-                try:
+                with run_failures():  # one line, exit 2, never retried (a configuration fault)
                     require_current(ch)
-                except SchemaBehind as exc:  # not retried: a retry policy would only wait for the same answer
-                    metadata = {"fault_code": EXIT_USAGE}
-                    raise dg.Failure(description=str(exc), metadata=metadata, allow_retries=False) from exc
             yield ch
 
 

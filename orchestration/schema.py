@@ -8,6 +8,7 @@ statement and the bookkeeping row simply re-runs the migration. The same files r
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -34,13 +35,14 @@ class Migration:
     template: str
 
 
-def load_migrations() -> list[Migration]:
+@functools.cache  # the files ship with the code: read once per process, not on every connection's check
+def load_migrations() -> tuple[Migration, ...]:
     found = []
     for entry in resources.files("orchestration").joinpath("ddl").iterdir():
         match = _FILE_RE.match(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), match.group(2), entry.read_text()))
-    return sorted(found, key=lambda m: m.version)
+    return tuple(sorted(found, key=lambda m: m.version))
 
 
 def render(template: str, db: str = DATABASE, cluster: str | None = None, **extra: object) -> list[str]:
@@ -91,6 +93,7 @@ def render_all(db: str = DATABASE, cluster: str | None = None) -> list[str]:
     return statements
 
 
+@functools.cache  # renders the whole schema: once per process, not in every propagation that writes rows
 def view_lineage(view: str, db: str = DATABASE) -> Lineage:
     """The column lineage of what materialized view ``view`` writes, read from its DDL (the last migration
     that creates it)."""
