@@ -1,6 +1,6 @@
 """Stage 2: the micro-batch propagation into ``events`` and, through its materialized view, ``events_core``.
 
-The asset runs every ``PROPAGATION_INTERVAL_SECONDS`` (schedule in ``orchestration/definitions.py``) and
+The asset runs every ``PROPAGATION_INTERVAL_SECONDS`` (the schedule of ``configured_definitions`` below) and
 processes the windows that are due; the logic lives in ``orchestration/propagation.py``. The checks below
 are cheap enough to run hourly on their own job, and each fails on the broken data it names.
 """
@@ -21,9 +21,9 @@ from orchestration.propagation import (
     trace_attribute_coverage,
     watermark,
 )
-from orchestration.resources import ClickHouseResource, RawBucketS3
+from orchestration.resources import ClickHouseResource, RawBucketS3, SettingsResource
 from orchestration.schema import view_lineage
-from orchestration.settings import DATABASE, load_settings
+from orchestration.settings import DATABASE, Settings
 
 EVENTS = dg.AssetKey("events")
 EVENTS_CORE = dg.AssetKey("events_core")
@@ -88,8 +88,12 @@ class PropagationConfig(dg.Config):
     pool="propagation",
     retry_policy=dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL),
 )
-def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, clickhouse: ClickHouseResource):
-    settings = load_settings()
+def propagation(
+    context: dg.AssetExecutionContext,
+    config: PropagationConfig,
+    clickhouse: ClickHouseResource,
+    settings: SettingsResource,
+):
     delay = settings.propagation_delay_seconds if config.delay_seconds is None else config.delay_seconds
     with clickhouse.connect() as ch:
         with run_failures(retry=config.retry):
@@ -99,7 +103,7 @@ def propagation(context: dg.AssetExecutionContext, config: PropagationConfig, cl
                 interval_seconds=settings.propagation_interval_seconds,
                 max_windows=config.max_windows,
                 run_id=context.run.run_id,
-                user_prices=settings.user_prices,
+                user_prices=settings.user_prices_path,
                 on_window=lambda w: context.log.info(
                     f"window {w.start:%H:%M:%S.%f}–{w.end:%H:%M:%S.%f}: {w.observations} observations, "
                     f"{w.repaired} repaired, {w.replaced} superseded rows removed, {w.scores} scores"
@@ -223,8 +227,7 @@ def events_no_duplicate_ids(clickhouse: ClickHouseResource) -> dg.AssetCheckResu
 @dg.asset_check(
     asset=EVENTS, description="Every observation committed in staging before the watermark is in events."
 )
-def events_complete(clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
-    settings = load_settings()
+def events_complete(clickhouse: ClickHouseResource, settings: SettingsResource) -> dg.AssetCheckResult:
     with clickhouse.connect() as ch:
         missing = missing_from_events(ch)
         mark = watermark(ch)
@@ -241,8 +244,8 @@ def events_complete(clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=EVENTS_CORE, description="Truncation bound respected; same rows as events.")
-def events_core_truncated(clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
-    limit = load_settings().core_truncate_chars
+def events_core_truncated(clickhouse: ClickHouseResource, settings: SettingsResource) -> dg.AssetCheckResult:
+    limit = settings.core_truncate_chars
     with clickhouse.connect() as ch:
         violations = truncation_violations(ch, limit)
     return dg.AssetCheckResult(
@@ -299,7 +302,10 @@ EVENTS_CHECKS = [
     "(staging-level logic changed), then rebuild the derived tables.",
 )
 def replay_events_from_raw_op(
-    context: dg.OpExecutionContext, clickhouse: ClickHouseResource, s3: RawBucketS3
+    context: dg.OpExecutionContext,
+    clickhouse: ClickHouseResource,
+    s3: RawBucketS3,
+    settings: SettingsResource,
 ):
     from assets.models import day_materializations
     from orchestration.models import load_models, rows_by_day
@@ -307,7 +313,7 @@ def replay_events_from_raw_op(
     from orchestration.replay import replay_from_raw
 
     with clickhouse.connect() as ch:
-        result = replay_from_raw(ch, s3.get_client(), load_settings())
+        result = replay_from_raw(ch, s3.get_client(), settings)
         swapped = (
             (EVENTS, "events"),
             (EVENTS_CORE, "events_core"),
@@ -324,10 +330,12 @@ def replay_events_from_raw_op(
                 },
             )
         for model in load_models().values():  # every table replayed is a materialization the UI shows
-            rows = build(ch, model, full=True).rows
+            rows = build(ch, model, full=True, truncate_chars=settings.core_truncate_chars).rows
             if model.incremental:
                 by_day = rows_by_day(ch, model)
-                yield from day_materializations(model, sorted(by_day), by_day, "whole (replay)")
+                yield from day_materializations(
+                    model, sorted(by_day), by_day, "whole (replay)", settings.start_date
+                )
                 continue
             yield dg.AssetMaterialization(
                 asset_key=model.name,
@@ -362,13 +370,17 @@ def _every(seconds: int) -> str:
     return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
 
 
-propagation_schedule = dg.ScheduleDefinition(
-    name="propagate_events_schedule",
-    job=propagate_events,
-    cron_schedule=_every(load_settings().propagation_interval_seconds),
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="The micro-batch: windows that ended PROPAGATION_DELAY_SECONDS ago, every interval.",
-)
+def configured_definitions(settings: Settings) -> dg.Definitions:
+    """The propagation schedule, whose cron is the configured interval."""
+    schedule = dg.ScheduleDefinition(
+        name="propagate_events_schedule",
+        job=propagate_events,
+        cron_schedule=_every(settings.propagation_interval_seconds),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="The micro-batch: windows that ended PROPAGATION_DELAY_SECONDS ago, every interval.",
+    )
+    return dg.Definitions(schedules=[schedule])
+
 
 check_events = dg.define_asset_job(
     "check_events",

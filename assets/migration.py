@@ -12,21 +12,28 @@ from pydantic import Field
 
 from assets.staging import table_metadata
 from orchestration.migration import Part, migrate_part, parts, prepare
-from orchestration.resources import ClickHouseResource
-from orchestration.settings import LEGACY_DATABASE
+from orchestration.resources import ClickHouseResource, SettingsResource
+from orchestration.settings import Settings
 
 LEGACY_PARTS = dg.DynamicPartitionsDefinition(name="legacy_parts")
+LEGACY_TABLES = ("observations", "traces")
 
-legacy_tables = [
-    dg.AssetSpec(
-        f"legacy_{table}",
-        group_name="migration",
-        kinds={"clickhouse"},
-        description=f"{LEGACY_DATABASE}.{table}: legacy ReplacingMergeTree table (read-only).",
-        metadata={"dagster/table_name": f"{LEGACY_DATABASE}.{table}"},
+
+def configured_definitions(settings: Settings) -> dg.Definitions:
+    """The legacy tables as external assets, named after the configured legacy database."""
+    return dg.Definitions(
+        assets=[
+            dg.AssetSpec(
+                f"legacy_{table}",
+                group_name="migration",
+                kinds={"clickhouse"},
+                description=f"{settings.legacy_database}.{table}: legacy ReplacingMergeTree table "
+                "(read-only).",
+                metadata={"dagster/table_name": f"{settings.legacy_database}.{table}"},
+            )
+            for table in LEGACY_TABLES
+        ]
     )
-    for table in ("observations", "traces")
-]
 
 
 def partition_key(part: Part, width: int = 3) -> str:
@@ -39,7 +46,7 @@ class SnapshotConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[spec.key for spec in legacy_tables],
+    deps=[dg.AssetKey(f"legacy_{table}") for table in LEGACY_TABLES],
     group_name="migration",
     kinds={"clickhouse"},
     description="Legacy tables copied with a migration ordering (a part holds whole traces), merged to one "
@@ -48,10 +55,13 @@ class SnapshotConfig(dg.Config):
     metadata={"dagster/table_name": "tracehouse.migration_observations"},
 )
 def legacy_snapshot(
-    context: dg.AssetExecutionContext, config: SnapshotConfig, clickhouse: ClickHouseResource
+    context: dg.AssetExecutionContext,
+    config: SnapshotConfig,
+    clickhouse: ClickHouseResource,
+    settings: SettingsResource,
 ) -> dg.MaterializeResult:
     with clickhouse.connect() as ch:
-        found = prepare(ch, rows_per_part=config.rows_per_part)
+        found = prepare(ch, rows_per_part=config.rows_per_part, legacy=settings.legacy_database)
         metadata = table_metadata(ch, "migration_observations")
     keys = [partition_key(p) for p in found]
     known = set(context.instance.get_dynamic_partitions(LEGACY_PARTS.name))

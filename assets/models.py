@@ -8,7 +8,6 @@ keys that changed since their last build (``orchestration/refresh.py``); with ``
 in.
 """
 
-import os
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -27,13 +26,18 @@ from orchestration.models import (
     table_exists,
 )
 from orchestration.refresh import build
-from orchestration.resources import ClickHouseResource
-from orchestration.settings import DATABASE
+from orchestration.resources import ClickHouseResource, SettingsResource
+from orchestration.settings import DATABASE, Settings
 
 GROUP = "analytics"
-DAILY = dg.DailyPartitionsDefinition(
-    start_date=os.environ.get("TRACEHOUSE_START_DATE") or "2026-01-01", end_offset=1
-)
+
+
+def daily_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
+    """The daily models' partitions: TRACEHOUSE_START_DATE through tomorrow (today's data is still
+    arriving; tomorrow's partition exists for time zones ahead of UTC)."""
+    return dg.DailyPartitionsDefinition(start_date=start_date, end_offset=1)
+
+
 # A model is built as soon as one of its upstream tables has new data (events only records a materialization
 # when a propagation window wrote rows; keyed refreshes cost a few percent of a whole build: bench/README.md),
 # or on TRACEHOUSE_MODELS_CRON's schedule after new data when set (a production cadence, e.g. "0 * * * *").
@@ -55,7 +59,6 @@ def automation(cron: str | None) -> dg.AutomationCondition:
     return follow | FIRST_BUILD
 
 
-AUTOMATION = automation(os.environ.get("TRACEHOUSE_MODELS_CRON") or None)
 DAYS_BUILT = "days_built"  # materialization metadata: the days a build made, what reconcile checks
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=3), warn_window=timedelta(hours=2))
 
@@ -64,7 +67,7 @@ class ModelBuildConfig(dg.Config):
     full: bool = False  # keyed models: rebuild whole (a replay) instead of applying what changed
 
 
-def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
+def _model_asset(model: Model, models: dict[str, Model], settings: Settings) -> dg.AssetsDefinition:
     deps = [dg.AssetKey(name) for name in (*model.sources, *model.refs)]
     lineage = lineage_metadata(column_lineage(model, models))
 
@@ -76,9 +79,9 @@ def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
         description=model.description,
         owners=model.config.get("owners", []),
         code_version=model.code_version,
-        partitions_def=DAILY if model.incremental else None,
+        partitions_def=daily_partitions(settings.start_date) if model.incremental else None,
         backfill_policy=dg.BackfillPolicy.single_run() if model.incremental else None,
-        automation_condition=AUTOMATION,
+        automation_condition=automation(settings.models_cron),
         freshness_policy=FRESHNESS,
         pool=f"analytics_{model.name}",
         metadata={
@@ -87,11 +90,17 @@ def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
             "column_lineage": lineage["column_lineage"],  # the OSS UI draws the other only in Dagster+
         },
     )
-    def _asset(context: dg.AssetExecutionContext, config: ModelBuildConfig, clickhouse: ClickHouseResource):
+    def _asset(
+        context: dg.AssetExecutionContext,
+        config: ModelBuildConfig,
+        clickhouse: ClickHouseResource,
+        settings: SettingsResource,
+    ):
+        width = settings.core_truncate_chars
         with clickhouse.connect() as ch:
             built: dict = {}
             if not model.incremental:
-                result = build(ch, model, full=config.full)
+                result = build(ch, model, full=config.full, truncate_chars=width)
                 rows = result.rows
                 built = {
                     "build": "whole" if result.full else "changed keys",
@@ -100,10 +109,11 @@ def _model_asset(model: Model, models: dict[str, Model]) -> dg.AssetsDefinition:
                     "partitions_replaced": len(result.partitions),
                 }
             elif len(context.partition_keys) == 1:
-                rows = build_day(ch, model, date.fromisoformat(context.partition_key))
+                day = date.fromisoformat(context.partition_key)
+                rows = build_day(ch, model, day, truncate_chars=width)
             else:
                 days = [date.fromisoformat(k) for k in context.partition_keys]
-                rebuild(ch, model, days)
+                rebuild(ch, model, days, truncate_chars=width)
                 by_day = rows_by_day(ch, model)
                 rows = sum(by_day.get(d, 0) for d in days)  # the days' rows, not the table's
             context.log.info(f"{model.name}: {rows} rows built {built}")
@@ -189,9 +199,19 @@ def _model_checks(model: Model) -> list[dg.AssetChecksDefinition]:
 
 
 MODELS = load_models()
-MODEL_ASSETS = [_model_asset(m, MODELS) for m in MODELS.values()]
 MODEL_CHECKS = [check for m in MODELS.values() for check in _model_checks(m)]
-INCREMENTAL = [a for a, m in zip(MODEL_ASSETS, MODELS.values(), strict=True) if m.incremental]
+INCREMENTAL = [dg.AssetKey(m.name) for m in MODELS.values() if m.incremental]
+
+
+def model_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    """The model assets, whose daily partitions start at TRACEHOUSE_START_DATE and whose automation follows
+    TRACEHOUSE_MODELS_CRON."""
+    return [_model_asset(m, MODELS, settings) for m in MODELS.values()]
+
+
+def configured_definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(assets=model_assets(settings))
+
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "analytics_automation",
@@ -227,24 +247,28 @@ def nightly_recent_days(context: dg.ScheduleEvaluationContext):
     "(late data for any day, not only the last three); each day rebuilt is recorded as a materialization "
     "of its partition.",
 )
-def refresh_changed_days_op(context: dg.OpExecutionContext, clickhouse: ClickHouseResource):
+def refresh_changed_days_op(
+    context: dg.OpExecutionContext, clickhouse: ClickHouseResource, settings: SettingsResource
+):
     with clickhouse.connect() as ch:
         for model in (m for m in MODELS.values() if m.incremental):
-            result = build(ch, model)
+            result = build(ch, model, truncate_chars=settings.core_truncate_chars)
             rows = rows_by_day(ch, model)
             days = result.partitions if not result.full else sorted(rows)
             context.log.info(f"{model.name}: {result.reason}, {len(days)} days, {result.rows} rows")
-            yield from day_materializations(model, days, rows, result.reason)
+            yield from day_materializations(model, days, rows, result.reason, settings.start_date)
     yield dg.Output(None)
 
 
 def day_materializations(
-    model: Model, days: list[date], rows: dict[date, int], how: str
+    model: Model, days: list[date], rows: dict[date, int], how: str, start_date: str
 ) -> Iterator[dg.AssetMaterialization]:
-    """One materialization per day an op (not the model's asset) rebuilt, with the day's own rows."""
+    """One materialization per day an op (not the model's asset) rebuilt, with the day's own rows (days
+    outside the partitions, before ``start_date``, have none)."""
     built = ", ".join(d.isoformat() for d in days)
+    partitions = daily_partitions(start_date)
     for day in days:
-        if DAILY.has_partition_key(day.isoformat()):
+        if partitions.has_partition_key(day.isoformat()):
             yield dg.AssetMaterialization(
                 asset_key=model.name,
                 partition=day.isoformat(),

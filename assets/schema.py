@@ -8,7 +8,7 @@ upgrade, before the daemon starts (docs/operations.md). Migrations are idempoten
 import dagster as dg
 
 from orchestration.faults import run_failures
-from orchestration.resources import ClickHouseResource
+from orchestration.resources import ClickHouseResource, SettingsResource
 from orchestration.schema import apply_migrations, load_migrations, schema_version
 
 
@@ -20,10 +20,10 @@ from orchestration.schema import apply_migrations, load_migrations, schema_versi
     metadata={"dagster/table_name": "tracehouse.schema_migrations"},
 )
 def clickhouse_schema(
-    context: dg.AssetExecutionContext, clickhouse: ClickHouseResource
+    context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, settings: SettingsResource
 ) -> dg.MaterializeResult:
     with run_failures(retry=False), clickhouse.connect(schema_checked=False) as ch:  # a fault: one line
-        applied = apply_migrations(ch)
+        applied = apply_migrations(ch, core_truncate_chars=settings.core_truncate_chars)
         version = schema_version(ch)
     names = {m.version: m.name for m in load_migrations()}
     context.log.info(f"{len(applied)} migrations applied; schema at {version:04d}")

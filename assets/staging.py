@@ -18,8 +18,8 @@ from orchestration.faults import run_failures
 from orchestration.lineage import Lineage, lineage_markdown
 from orchestration.loader import STAGING_TABLES, LoadReport, load_objects
 from orchestration.reconcile import pending_keys
-from orchestration.resources import ClickHouseResource, RawBucketS3
-from orchestration.settings import DATABASE, load_settings
+from orchestration.resources import ClickHouseResource, RawBucketS3, SettingsResource
+from orchestration.settings import DATABASE
 
 QUARANTINE_KEY = dg.AssetKey("ingest_quarantine")
 STAGING_OP_NAME = "staging_tables"  # the op of the staging multi-asset, in run config
@@ -192,8 +192,8 @@ def staging_tables(
     config: StagingLoadConfig,
     clickhouse: ClickHouseResource,
     s3: RawBucketS3,
+    settings: SettingsResource,
 ):
-    settings = load_settings()
     report = LoadReport()
     with ExitStack() as stack:
         with run_failures(retry=config.retry):  # a fault an operator can fix reads as one line in the UI

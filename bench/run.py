@@ -398,7 +398,7 @@ def run(
     """Run the in-process stages; ``prior`` holds figures measured before (the e2e stage needs the chDB
     folder free, so the CLI runs it first). With ``results_dir`` the results are written after every stage."""
     apply_migrations(ch)
-    write_rate = buffered_write(settings.home, mib=max(64, int(1024 * scale)))
+    write_rate = buffered_write(settings.home_path, mib=max(64, int(1024 * scale)))
     report = Report(
         figures=dict((prior or {}).get("figures", {})), peak_rss_mb=dict((prior or {}).get("rss", {}))
     )

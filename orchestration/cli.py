@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from orchestration.processes import running, stop_tree
-from orchestration.settings import Settings, load_settings
+from orchestration.settings import Settings, home_path, load_settings
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
@@ -39,8 +39,8 @@ def environment(start_s3: bool = True) -> Iterator[Settings]:
     """Make the embedded defaults real for the block: home folder, Dagster home, local S3 if none is set."""
     os.environ.setdefault("TRACEHOUSE_HOME", str(Path(".tracehouse").resolve()))
     settings = load_settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
-    os.environ["TRACEHOUSE_HOME"] = str(settings.home)
+    settings.home_path.mkdir(parents=True, exist_ok=True)
+    os.environ["TRACEHOUSE_HOME"] = str(settings.home_path)
     with ExitStack() as stack:
         if start_s3 and not settings.s3_endpoint_url:
             from orchestration.local_s3 import LocalS3
@@ -84,8 +84,7 @@ def _log_traceback(details: str | None = None) -> Path:
     """Append the exception being handled (or ``details``: a failed run's errors) to the log file."""
     import traceback
 
-    home = Path(os.environ.get("TRACEHOUSE_HOME") or ".tracehouse").resolve()
-    log = home / "logs" / "tracehouse.log"
+    log = home_path() / "logs" / "tracehouse.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as out:
         out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} tracehouse {' '.join(sys.argv[1:])}\n")
@@ -129,7 +128,9 @@ def dev(port: int, demo: bool, demo_interval: float) -> None:
         stop = threading.Event()
         if demo:
             threading.Thread(target=_demo_loop, args=(settings, demo_interval, stop), daemon=True).start()
-        console.print(f"[bold green]tracehouse[/] UI on http://127.0.0.1:{port}  (data in {settings.home})")
+        console.print(
+            f"[bold green]tracehouse[/] UI on http://127.0.0.1:{port}  (data in {settings.home_path})"
+        )
         process = None
         try:
             if _stop_requested.is_set():  # a stop that arrived during the schema run and was lost there
@@ -274,7 +275,7 @@ def _print_model_builds(days, tables) -> None:
 def replay(model: str, days: str | None) -> None:
     """Blue/green rebuild of a derived table from events, or of events itself from the raw bucket (MODEL =
     events; the derived tables are rebuilt after it) — as runs of the Dagster instance."""
-    from assets.models import DAILY
+    from assets.models import daily_partitions
     from orchestration.dagster_runs import (
         contiguous,
         materialized,
@@ -289,7 +290,8 @@ def replay(model: str, days: str | None) -> None:
             f"unknown model {model!r}; models: events, {', '.join(models)}", param_hint="MODEL"
         )
     selected = [date.fromisoformat(d) for d in days.split(",")] if days else None
-    outside = [d for d in selected or [] if not DAILY.has_partition_key(d.isoformat())]
+    daily = daily_partitions(load_settings().start_date)
+    outside = [d for d in selected or [] if not daily.has_partition_key(d.isoformat())]
     if outside:
         raise click.BadParameter(f"not daily partitions (TRACEHOUSE_START_DATE..tomorrow): {outside}")
     started = time.monotonic()
@@ -349,25 +351,25 @@ def _require_success(run) -> None:
 
 
 def _days_with_events(settings: Settings) -> list[date]:
-    from assets.models import DAILY
+    from assets.models import daily_partitions
     from orchestration.clickhouse import open_clickhouse
     from orchestration.models import days_in_events
 
+    daily = daily_partitions(settings.start_date)
     with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:  # after apply_schema
-        return [d for d in days_in_events(ch) if DAILY.has_partition_key(d.isoformat())]
+        return [d for d in days_in_events(ch) if daily.has_partition_key(d.isoformat())]
 
 
 def _generate_legacy(observations: int) -> None:
     from orchestration.clickhouse import open_clickhouse
     from orchestration.legacy import generate_legacy
-    from orchestration.settings import LEGACY_DATABASE
 
     settings = load_settings()
     with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:  # legacy tables only
         with console.status(f"writing {observations:,} legacy observations"):
-            written = generate_legacy(ch, observations)
+            written = generate_legacy(ch, observations, db=settings.legacy_database)
     console.print(
-        f"legacy tables in {LEGACY_DATABASE}: {written['observations']:,} observations, "
+        f"legacy tables in {settings.legacy_database}: {written['observations']:,} observations, "
         f"{written['traces']:,} traces, with later versions, duplicates and deletions"
     )
 

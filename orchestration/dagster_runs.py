@@ -63,9 +63,10 @@ def write_dagster_home(settings: Settings) -> Path:
 
 def code_location_pools() -> set[str]:
     """Every pool an op of the code location names."""
-    from orchestration.definitions import defs
+    from orchestration.definitions import build_definitions
 
-    return {op.pool for job in defs.resolve_all_job_defs() for op in job.graph.iterate_op_defs() if op.pool}
+    jobs = build_definitions().resolve_all_job_defs()
+    return {op.pool for job in jobs for op in job.graph.iterate_op_defs() if op.pool}
 
 
 def set_pool_limits(on: dg.DagsterInstance, settings: Settings) -> None:

@@ -37,7 +37,7 @@ from orchestration.clickhouse import (
 )
 from orchestration.columns import column_names
 from orchestration.lineage import Lineage, select_lineage
-from orchestration.settings import DATABASE, load_settings
+from orchestration.settings import CORE_TRUNCATE_CHARS, DATABASE
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "dbt_like_sql"
 VISIBLE = "_current"  # suffix of the views over events / events_core that hide in-flight and superseded rows
@@ -114,6 +114,7 @@ def _render(
     days: list[date] | None,
     capture: _Capture | None = None,
     keys_table: str | None = None,
+    truncate_chars: int = CORE_TRUNCATE_CHARS,
 ) -> str:
     capture = capture or _Capture()
 
@@ -136,7 +137,7 @@ def _render(
 
     def truncate(expression: str) -> str:
         """Cut text to TRACEHOUSE_CORE_TRUNCATE_CHARS, as events_core does."""
-        return f"leftUTF8({expression}, {int(load_settings().core_truncate_chars)})"
+        return f"leftUTF8({expression}, {int(truncate_chars)})"
 
     def changed(alias: str = "") -> str:
         """Rows of the keys a keyed refresh recomputes (every row in a whole build); the second term lets
@@ -207,11 +208,16 @@ def load_models(directory: Path = MODELS_DIR) -> dict[str, Model]:
 
 
 def select_sql(
-    model: Model, db: str = DATABASE, days: list[date] | None = None, keys_table: str | None = None
+    model: Model,
+    db: str = DATABASE,
+    days: list[date] | None = None,
+    keys_table: str | None = None,
+    truncate_chars: int = CORE_TRUNCATE_CHARS,
 ) -> str:
     """The model's SELECT; with ``days`` it reads only those days (parameter ``days``), with ``keys_table``
-    only the keys listed there (a keyed refresh)."""
-    return _render(model.template, db, days, keys_table=keys_table)
+    only the keys listed there (a keyed refresh); ``truncate()`` cuts text to ``truncate_chars``
+    (TRACEHOUSE_CORE_TRUNCATE_CHARS, passed by the caller from its settings)."""
+    return _render(model.template, db, days, keys_table=keys_table, truncate_chars=truncate_chars)
 
 
 # --- lineage -----------------------------------------------------------------------------------------
@@ -250,7 +256,7 @@ def _engine_clause(model: Model) -> str:
 def create_empty(ch: ClickHouse, model: Model, table: str, db: str) -> None:
     ch.command(
         f"CREATE TABLE IF NOT EXISTS {db}.{table}{on_cluster()} {_engine_clause(model)} "
-        f"EMPTY AS {select_sql(model, db)}"
+        f"EMPTY AS {select_sql(model, db)}"  # the columns only: the truncation width does not matter
     )
 
 
@@ -268,7 +274,9 @@ def table_exists(ch: ClickHouse, table: str, db: str) -> bool:
     )
 
 
-def build_day(ch: ClickHouse, model: Model, day: date, db: str = DATABASE) -> int:
+def build_day(
+    ch: ClickHouse, model: Model, day: date, db: str = DATABASE, truncate_chars: int = CORE_TRUNCATE_CHARS
+) -> int:
     """Rebuild one day of an incremental model; the day's partition is replaced atomically."""
     if not model.incremental:
         raise ValueError(f"{model.name} is not incremental")
@@ -276,7 +284,10 @@ def build_day(ch: ClickHouse, model: Model, day: date, db: str = DATABASE) -> in
     scratch = f"{model.name}__day_{uuid.uuid4().hex[:12]}"
     create_empty(ch, model, scratch, db)
     try:
-        ch.command(f"INSERT INTO {db}.{scratch} {select_sql(model, db, [day])}", {"days": [day]})
+        ch.command(
+            f"INSERT INTO {db}.{scratch} {select_sql(model, db, [day], truncate_chars=truncate_chars)}",
+            {"days": [day]},
+        )
         rows = query_scalar(ch, f"SELECT count() FROM {db}.{scratch}")  # noqa: S608
         # the partition id of a Date partition key is YYYYMMDD; `day` is a date object, not text from data;
         # a day with no rows any more is dropped (REPLACE refuses an empty source)
@@ -303,7 +314,13 @@ def _drop_leftovers(ch: ClickHouse, model: Model, db: str) -> None:
         drop_table(ch, db, row["name"])
 
 
-def rebuild(ch: ClickHouse, model: Model, days: list[date] | None = None, db: str = DATABASE) -> int:
+def rebuild(
+    ch: ClickHouse,
+    model: Model,
+    days: list[date] | None = None,
+    db: str = DATABASE,
+    truncate_chars: int = CORE_TRUNCATE_CHARS,
+) -> int:
     """Build the model into a shadow table and swap it in atomically (replays, backfills, table builds).
 
     With ``days`` (incremental models) only those days are computed anew; the other days are copied from
@@ -313,9 +330,10 @@ def rebuild(ch: ClickHouse, model: Model, days: list[date] | None = None, db: st
     shadow = f"{model.name}__shadow_{uuid.uuid4().hex[:12]}"
     create_empty(ch, model, shadow, db)
     if days is None or not model.incremental:
-        ch.command(f"INSERT INTO {db}.{shadow} {select_sql(model, db)}")
+        ch.command(f"INSERT INTO {db}.{shadow} {select_sql(model, db, truncate_chars=truncate_chars)}")
     else:
-        ch.command(f"INSERT INTO {db}.{shadow} {select_sql(model, db, days)}", {"days": days})
+        select = select_sql(model, db, days, truncate_chars=truncate_chars)
+        ch.command(f"INSERT INTO {db}.{shadow} {select}", {"days": days})
         if table_exists(ch, model.name, db):
             day_col = model.config.get("partition_by", "day")
             ch.command(

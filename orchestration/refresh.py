@@ -39,7 +39,7 @@ from orchestration.models import (
     table_exists,
 )
 from orchestration.propagation import as_utc, server_now
-from orchestration.settings import DATABASE
+from orchestration.settings import CORE_TRUNCATE_CHARS, DATABASE
 
 CHANGE_LOG_DAYS = 35  # days change_log keeps (migration 0017's TTL)
 LOOKBACK = timedelta(minutes=10)
@@ -91,21 +91,28 @@ def _whole_build_reason(ch: ClickHouse, model: Model, now: datetime, db: str) ->
     return "", last
 
 
-def build(ch: ClickHouse, model: Model, db: str = DATABASE, full: bool = False) -> Build:
-    """Bring ``model`` up to date (see the module docstring); ``full`` forces a whole rebuild (a replay)."""
+def build(
+    ch: ClickHouse,
+    model: Model,
+    db: str = DATABASE,
+    full: bool = False,
+    truncate_chars: int = CORE_TRUNCATE_CHARS,
+) -> Build:
+    """Bring ``model`` up to date (see the module docstring); ``full`` forces a whole rebuild (a replay);
+    ``truncate_chars`` is TRACEHOUSE_CORE_TRUNCATE_CHARS (the models' ``truncate()``)."""
     now = server_now(ch)
     reason, last = _whole_build_reason(ch, model, now, db)
     if full or reason:
         result = Build(model.name, True, "replay" if full else reason)
-        result.rows = rebuild(ch, model, db=db)
+        result.rows = rebuild(ch, model, db=db, truncate_chars=truncate_chars)
     else:
         since = as_utc(last["built_through"]) - LOOKBACK
         if model.keyed:
-            result = _refresh_keys(ch, model, since, now, db)
+            result = _refresh_keys(ch, model, since, now, db, truncate_chars)
         else:
             result = Build(model.name, False, "changed days")
             result.partitions = changed_days(ch, model, since, now, db)
-            result.rows = sum(build_day(ch, model, day, db) for day in result.partitions)
+            result.rows = sum(build_day(ch, model, day, db, truncate_chars) for day in result.partitions)
     _record_build(ch, model, result, now, db)
     return result
 
@@ -124,7 +131,9 @@ def changed_days(
     return [r["day"] for r in rows]
 
 
-def _refresh_keys(ch: ClickHouse, model: Model, since: datetime, until: datetime, db: str) -> Build:
+def _refresh_keys(
+    ch: ClickHouse, model: Model, since: datetime, until: datetime, db: str, truncate_chars: int
+) -> Build:
     result = Build(model.name, False, "changed keys")
     _finish_leftovers(ch, model, db)
     build_id = uuid.uuid4().hex[:12]
@@ -149,7 +158,8 @@ def _refresh_keys(ch: ClickHouse, model: Model, since: datetime, until: datetime
             f"SELECT {_change_columns(model)} FROM {db}.{model.name} WHERE {in_keys}"
         )
         create_empty(ch, model, scratch, db)
-        ch.command(f"INSERT INTO {db}.{scratch} {select_sql(model, db, keys_table=keys)}")
+        select = select_sql(model, db, keys_table=keys, truncate_chars=truncate_chars)
+        ch.command(f"INSERT INTO {db}.{scratch} {select}")
         result.rows = query_scalar(ch, f"SELECT count() FROM {db}.{scratch}")  # noqa: S608
         day = model.partition_by
         result.partitions = [

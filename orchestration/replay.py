@@ -53,7 +53,7 @@ def replay_from_raw(
 ) -> RawReplay:
     shadow = f"{db}_replay"
     ch.command(f"DROP DATABASE IF EXISTS {shadow}{on_cluster()} SYNC")
-    apply_migrations(ch, db=shadow)
+    apply_migrations(ch, db=shadow, core_truncate_chars=settings.core_truncate_chars)
     started = server_now(ch)  # live work from here on is done again on the new tables after the swap
     legacy = sorted(done_parts(ch, db))
     for part in legacy:
@@ -66,7 +66,7 @@ def replay_from_raw(
         interval_seconds=settings.propagation_interval_seconds,
         max_windows=10**9,
         db=shadow,
-        user_prices=settings.user_prices,
+        user_prices=settings.user_prices_path,
     )
     if before_swap:
         before_swap()

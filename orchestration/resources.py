@@ -16,6 +16,7 @@ from pydantic import Field
 from orchestration.clickhouse import ClickHouse, open_clickhouse
 from orchestration.faults import run_failures
 from orchestration.schema import require_current
+from orchestration.settings import Settings, environment_names, load_settings
 
 
 class ClickHouseResource(dg.ConfigurableResource):
@@ -68,14 +69,33 @@ class RawBucketS3(dg.ConfigurableResource):
         )
 
 
+class SettingsResource(dg.ConfigurableResource, Settings):
+    """tracehouse's settings as a resource: the fields of :class:`Settings` (one declaration), each given as
+    the ``dg.EnvVar`` it comes from, so the UI shows which variable sets what and a run resolves them when
+    it starts. Asset, check and sensor bodies take it as ``settings``."""
+
+
 def _env(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
-def build_resources() -> dict[str, object]:
-    home = os.environ.get("TRACEHOUSE_HOME") or ".tracehouse"
+def settings_resource(settings: Settings) -> SettingsResource:
+    """``settings`` (as loaded, so a bad value fails the code location with one line), with every value
+    the environment set replaced by its ``dg.EnvVar``."""
+    from_env = {
+        field: (dg.EnvVar.int(env) if Settings.model_fields[field].annotation is int else dg.EnvVar(env))
+        for field, env in environment_names().items()
+        if os.environ.get(env)
+    }
+    return SettingsResource(**{**settings.model_dump(), **from_env})
+
+
+def build_resources(settings: Settings | None = None) -> dict[str, object]:
+    """The code location's resources, read from the environment now."""
+    settings = settings or load_settings()
     return {
-        "clickhouse": ClickHouseResource(url=_env("CLICKHOUSE_URL"), home=home),
+        "settings": settings_resource(settings),
+        "clickhouse": ClickHouseResource(url=_env("CLICKHOUSE_URL"), home=settings.home),
         "s3": RawBucketS3(
             endpoint_url=_env("S3_ENDPOINT_URL"),
             aws_access_key_id=_env("AWS_ACCESS_KEY_ID"),

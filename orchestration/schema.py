@@ -22,7 +22,7 @@ import sqlglot
 from orchestration.clickhouse import ClickHouse, query_rows, replicated
 from orchestration.columns import column_names
 from orchestration.lineage import Lineage, select_lineage
-from orchestration.settings import DATABASE, ConfigError
+from orchestration.settings import CORE_TRUNCATE_CHARS, DATABASE, ConfigError
 from orchestration.sql_macros import TRACE_FIELDS, latest_attributes_sql, rank_sql, visible_sql
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -61,10 +61,9 @@ def render(template: str, db: str = DATABASE, cluster: str | None = None, **extr
     return [stmt.strip() for stmt in re.split(r";\s*\n", text + "\n") if stmt.strip()]
 
 
-def _template_values() -> dict[str, object]:
+def _template_values(core_truncate_chars: int) -> dict[str, object]:
     """Values the DDL templates take from code and configuration."""
     from orchestration.refresh import CHANGE_LOG_DAYS
-    from orchestration.settings import load_settings
 
     return {
         "trace_fields": [(name, type_) for name, type_, _ in TRACE_FIELDS],
@@ -72,7 +71,7 @@ def _template_values() -> dict[str, object]:
         "rank": rank_sql,
         "visible": visible_sql,
         "latest_attributes": latest_attributes_sql,
-        "core_truncate_chars": load_settings().core_truncate_chars,
+        "core_truncate_chars": core_truncate_chars,
         "change_log_days": CHANGE_LOG_DAYS,
     }
 
@@ -85,11 +84,13 @@ ENGINE = {{ engine('MergeTree') }} ORDER BY version;
 """
 
 
-def render_all(db: str = DATABASE, cluster: str | None = None) -> list[str]:
+def render_all(
+    db: str = DATABASE, cluster: str | None = None, core_truncate_chars: int = CORE_TRUNCATE_CHARS
+) -> list[str]:
     """Every statement of the schema, in order (what ``apply_migrations`` runs on an empty server)."""
     statements = render(_BOOKKEEPING, db, cluster)
     for migration in load_migrations():
-        statements += render(migration.template, db, cluster, **_template_values())
+        statements += render(migration.template, db, cluster, **_template_values(core_truncate_chars))
     return statements
 
 
@@ -124,8 +125,14 @@ def require_current(ch: ClickHouse, db: str = DATABASE) -> None:
         )
 
 
-def apply_migrations(ch: ClickHouse, db: str = DATABASE, cluster: str | None = None) -> list[int]:
-    """Apply pending migrations in order; returns the versions applied now.
+def apply_migrations(
+    ch: ClickHouse,
+    db: str = DATABASE,
+    cluster: str | None = None,
+    core_truncate_chars: int = CORE_TRUNCATE_CHARS,
+) -> list[int]:
+    """Apply pending migrations in order; returns the versions applied now (``core_truncate_chars``:
+    TRACEHOUSE_CORE_TRUNCATE_CHARS, the text events_core's materialized view keeps).
 
     ``cluster`` (default: CLICKHOUSE_CLUSTER) renders every statement ``ON CLUSTER`` with Replicated
     engines, plus Distributed tables for reads.
@@ -138,7 +145,8 @@ def apply_migrations(ch: ClickHouse, db: str = DATABASE, cluster: str | None = N
     for migration in load_migrations():
         if migration.version in done:
             continue
-        for statement in render(migration.template, db=db, cluster=cluster, **_template_values()):
+        values = _template_values(core_truncate_chars)
+        for statement in render(migration.template, db=db, cluster=cluster, **values):
             ch.command(statement)
         ch.command(
             f"INSERT INTO {db}.schema_migrations (version, name) VALUES ({{v:UInt32}}, {{n:String}})",  # noqa: S608

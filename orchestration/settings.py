@@ -1,34 +1,33 @@
-"""Configuration read from environment variables (names fixed by DESIGN.md).
+"""Configuration: one declaration per setting with the environment variable it comes from (names fixed by
+DESIGN.md), read when something asks for it, never at import.
 
-Secrets (S3 keys, the ClickHouse URL with its password) are never stored here: resources read them through
-``dg.EnvVar`` so they stay out of run config, logs and the UI.
+The command line reads them with :func:`load_settings`; in Dagster the same fields are the ``settings``
+resource (``orchestration/resources.py``), whose values are ``dg.EnvVar`` references resolved when a run
+starts. Secrets (S3 keys, the ClickHouse URL with its password) are not settings: resources read them
+through ``dg.EnvVar`` so they stay out of run config, logs and the UI.
+
+This module stays free of Dagster (the library layer and a bare ``tracehouse --help`` do not pay its
+import); pydantic is the declaration both sides share.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DATABASE = "tracehouse"
-# The older deployment's tables the historic migration reads (same server, another database).
-LEGACY_DATABASE = os.environ.get("LEGACY_DATABASE") or "legacy"
+# Defaults that library functions also take when a caller does not pass the configured value
+LEGACY_DATABASE = "legacy"  # LEGACY_DATABASE: the older deployment's tables the migration reads
+CORE_TRUNCATE_CHARS = 2048  # TRACEHOUSE_CORE_TRUNCATE_CHARS: text events_core and truncate() keep
 
 
 class ConfigError(ValueError):
     """Configuration tracehouse cannot run with (an environment variable, a schema older than the code): the
     message names it and says what to set or run."""
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from exc
 
 
 def _postgres_url_set() -> bool:
@@ -49,56 +48,122 @@ def _postgres_url_set() -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class Settings:
-    home: Path
-    clickhouse_url_set: bool
-    dagster_postgres_url_set: bool  # Dagster's runs, events and schedules in PostgreSQL (dagster-postgres)
-    s3_endpoint_url: str | None
-    raw_bucket: str
-    raw_prefix: str
-    propagation_delay_seconds: int
-    propagation_interval_seconds: int
-    max_object_bytes: int
-    max_record_bytes: int
-    max_bytes_in_flight: int  # fetched object bytes held before the loading thread takes them
-    run_max_objects: int  # raw objects one load run takes (the sensor splits a tick's objects into runs)
-    core_truncate_chars: int
-    user_prices: Path | None  # a CSV of the user's own model prices (orchestration/model_prices.py)
+def _env(name: str, default: Any, description: str) -> Any:
+    """A setting read from the environment variable ``name`` (empty or unset: ``default``)."""
+    return Field(default=default, description=f"{name}: {description}", json_schema_extra={"env": name})
+
+
+class Settings(BaseModel):
+    """What tracehouse is configured with; ``home`` and ``user_prices`` are strings because Dagster config
+    has no path type (the properties give paths)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: str = _env("TRACEHOUSE_HOME", ".tracehouse", "embedded ClickHouse, SeaweedFS data, DAGSTER_HOME")
+    s3_endpoint_url: str | None = _env("S3_ENDPOINT_URL", None, "S3 endpoint; empty = AWS")
+    raw_bucket: str = _env("RAW_BUCKET", "tracehouse-raw", "bucket of the raw batches")
+    raw_prefix: str = _env("RAW_PREFIX", "", "key prefix the sensor lists under")
+    propagation_delay_seconds: int = _env(
+        "PROPAGATION_DELAY_SECONDS", 300, "how far behind now a propagation window ends"
+    )
+    propagation_interval_seconds: int = _env(
+        "PROPAGATION_INTERVAL_SECONDS", 180, "window length and schedule (rounded to minutes)"
+    )
+    max_object_bytes: int = _env(
+        "TRACEHOUSE_MAX_OBJECT_BYTES", 256 * 1024 * 1024, "larger raw objects are quarantined"
+    )
+    max_record_bytes: int = _env(
+        "TRACEHOUSE_MAX_RECORD_BYTES", 16 * 1024 * 1024, "larger records are quarantined"
+    )
+    max_bytes_in_flight: int = _env(
+        "TRACEHOUSE_MAX_BYTES_IN_FLIGHT",
+        256 * 1024 * 1024,
+        "fetched bytes held before the loading thread takes them",
+    )
+    run_max_objects: int = _env(
+        "TRACEHOUSE_RUN_MAX_OBJECTS",
+        500,
+        "raw objects one load run takes (the sensor splits a tick into runs)",
+    )
+    core_truncate_chars: int = _env(
+        "TRACEHOUSE_CORE_TRUNCATE_CHARS", CORE_TRUNCATE_CHARS, "events_core keeps this much text"
+    )
+    user_prices: str | None = _env(
+        "TRACEHOUSE_MODEL_PRICES",
+        None,
+        "a CSV of the user's own model prices (orchestration/model_prices.py)",
+    )
+    legacy_database: str = _env(
+        "LEGACY_DATABASE", LEGACY_DATABASE, "database of the legacy tables the migration reads"
+    )
+    start_date: str = _env("TRACEHOUSE_START_DATE", "2026-01-01", "first daily partition of the daily models")
+    models_cron: str | None = _env(
+        "TRACEHOUSE_MODELS_CRON", None, "build the models on this cron after new data (unset: within a tick)"
+    )
+    # Facts about secrets, never the secrets: whether they are set (the command line picks backends by them).
+    clickhouse_url_set: bool = Field(default=False, description="CLICKHOUSE_URL is set (a server, not chDB)")
+    dagster_postgres_url_set: bool = Field(
+        default=False,
+        description="DAGSTER_POSTGRES_URL is set: Dagster's runs, events and schedules in PostgreSQL",
+    )
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).resolve()
 
     @property
     def chdb_path(self) -> Path:
-        return self.home / "clickhouse"
+        return self.home_path / "clickhouse"
 
     @property
     def dagster_home(self) -> Path:
-        return self.home / "dagster"
+        return self.home_path / "dagster"
 
     @property
     def s3_data_dir(self) -> Path:
-        return self.home / "s3"
+        return self.home_path / "s3"
+
+    @property
+    def user_prices_path(self) -> Path | None:
+        return Path(self.user_prices) if self.user_prices else None
 
     @property
     def embedded(self) -> bool:
         return not self.clickhouse_url_set
 
 
+def environment_names() -> dict[str, str]:
+    """Each setting read from the environment, by field: the one table both readers use."""
+    return {
+        name: field.json_schema_extra["env"]
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.json_schema_extra, dict)
+    }
+
+
+def environment_values() -> dict[str, str]:
+    """The settings the environment sets (unset and empty variables keep their defaults)."""
+    return {field: os.environ[env] for field, env in environment_names().items() if os.environ.get(env)}
+
+
+def home_path() -> Path:
+    """TRACEHOUSE_HOME alone: where the log file goes, found even when another setting is invalid."""
+    return Settings(**{f: v for f, v in environment_values().items() if f == "home"}).home_path
+
+
 def load_settings() -> Settings:
-    return Settings(
-        home=Path(os.environ.get("TRACEHOUSE_HOME") or ".tracehouse").resolve(),
-        clickhouse_url_set=bool(os.environ.get("CLICKHOUSE_URL")),
-        dagster_postgres_url_set=_postgres_url_set(),
-        s3_endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None,
-        raw_bucket=os.environ.get("RAW_BUCKET") or "tracehouse-raw",
-        raw_prefix=os.environ.get("RAW_PREFIX", ""),
-        propagation_delay_seconds=_int("PROPAGATION_DELAY_SECONDS", 300),
-        propagation_interval_seconds=_int("PROPAGATION_INTERVAL_SECONDS", 180),
-        max_object_bytes=_int("TRACEHOUSE_MAX_OBJECT_BYTES", 256 * 1024 * 1024),
-        max_record_bytes=_int("TRACEHOUSE_MAX_RECORD_BYTES", 16 * 1024 * 1024),
-        max_bytes_in_flight=_int("TRACEHOUSE_MAX_BYTES_IN_FLIGHT", 256 * 1024 * 1024),
-        run_max_objects=_int("TRACEHOUSE_RUN_MAX_OBJECTS", 500),
-        core_truncate_chars=_int("TRACEHOUSE_CORE_TRUNCATE_CHARS", 2048),
-        user_prices=Path(os.environ["TRACEHOUSE_MODEL_PRICES"])
-        if os.environ.get("TRACEHOUSE_MODEL_PRICES")
-        else None,
-    )
+    """The settings as the environment holds them now (the command line, tests, benchmarks)."""
+    values = environment_values()
+    try:
+        return Settings(
+            **values,
+            clickhouse_url_set=bool(os.environ.get("CLICKHOUSE_URL")),
+            dagster_postgres_url_set=_postgres_url_set(),
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0])
+        wanted = "an integer" if error["type"] == "int_parsing" else error["msg"]
+        raise ConfigError(
+            f"environment variable {environment_names()[field]} must be {wanted}, got {values[field]!r}"
+        ) from None

@@ -28,8 +28,7 @@ import orjson
 
 from assets.staging import STAGING_OP_NAME, load_raw_batches
 from orchestration.raw_keys import skip_reason
-from orchestration.resources import RawBucketS3
-from orchestration.settings import load_settings
+from orchestration.resources import RawBucketS3, SettingsResource
 
 RAW_ASSET_KEY = dg.AssetKey("raw_batches")
 
@@ -191,8 +190,9 @@ def run_key_for(keys: list[str]) -> str:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Finds new raw batches in the S3 bucket and launches staging loads (bounded per tick).",
 )
-def raw_bucket_sensor(context: dg.SensorEvaluationContext, s3: RawBucketS3) -> dg.SensorResult:
-    settings = load_settings()
+def raw_bucket_sensor(
+    context: dg.SensorEvaluationContext, s3: RawBucketS3, settings: SettingsResource
+) -> dg.SensorResult:
     cursor = orjson.loads(context.cursor) if context.cursor else {}
     limits = ScanLimits(run_objects=settings.run_max_objects)
     result = scan(s3.get_client(), settings.raw_bucket, settings.raw_prefix, cursor, limits)

@@ -16,9 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _defs() -> dg.Definitions:
-    from orchestration.definitions import defs
+    from orchestration.definitions import build_definitions
 
-    return defs
+    return build_definitions()
 
 
 def test_definitions_are_loadable(env):
@@ -194,9 +194,9 @@ def test_replay_events_from_raw_job_runs_in_dagster(env, s3, migrated):
 
 
 def test_models_are_built_as_soon_as_events_exist_not_at_the_top_of_the_hour():
-    from assets.models import DAILY, MODELS
-    from orchestration.definitions import defs
+    from assets.models import MODELS, daily_partitions
 
+    defs = _defs()
     instance = dg.DagsterInstance.ephemeral()
     analytics = dg.AssetSelection.groups("analytics")
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=analytics)
@@ -207,7 +207,7 @@ def test_models_are_built_as_soon_as_events_exist_not_at_the_top_of_the_hour():
         defs=defs, instance=instance, asset_selection=analytics, cursor=first.cursor
     )
     assert {r.key.path[-1] for r in second.results if not r.true_subset.is_empty} == set(MODELS)
-    today = DAILY.get_last_partition_key()
+    today = daily_partitions(load_settings().start_date).get_last_partition_key()
     for name, model in MODELS.items():
         partition = today if model.incremental else None
         instance.report_runless_asset_event(dg.AssetMaterialization(name, partition=partition))
@@ -225,16 +225,71 @@ def test_models_are_built_as_soon_as_events_exist_not_at_the_top_of_the_hour():
     assert following == on_core | {n for n, m in MODELS.items() if set(m.refs) & on_core}
 
 
-def test_a_models_cron_sets_the_production_cadence(monkeypatch):
-    """Without TRACEHOUSE_MODELS_CRON models follow new data (eager); with it, its cron after new data
-    (Dagster's on_cron, whose timing Dagster tests); a first build happens at once either way."""
-    import importlib
+def test_settings_shape_the_definitions_they_name_when_loaded_not_when_imported(monkeypatch):
+    """A cron, a partitions start, a database name: read each time the code location is built (what
+    Dagster's @dg.definitions and every command-line run do), so an environment changed after import is
+    the one used. Without TRACEHOUSE_MODELS_CRON the models follow new data (eager); with it, its cron
+    after new data (Dagster's on_cron, whose timing Dagster tests); a first build happens at once either
+    way. The settings resource carries each value the environment set as its EnvVar."""
+    import orchestration.definitions  # imported first: what follows must not depend on import order
 
-    import assets.models
+    def loaded() -> dg.Definitions:
+        return orchestration.definitions.defs()  # as Dagster loads it
 
-    monkeypatch.setenv("TRACEHOUSE_MODELS_CRON", "0 * * * *")
-    cron = importlib.reload(assets.models).AUTOMATION
-    monkeypatch.delenv("TRACEHOUSE_MODELS_CRON")
-    follow = importlib.reload(assets.models).AUTOMATION
-    assert [c.get_label() for c in cron.children] == ["on_cron(0 * * * *, UTC)", "first_build"]
-    assert [c.get_label() for c in follow.children] == ["eager", "first_build"]
+    def conditions(defs: dg.Definitions) -> list[str]:
+        spec = defs.resolve_assets_def("trace_summaries").specs_by_key[dg.AssetKey("trace_summaries")]
+        return [c.get_label() for c in spec.automation_condition.children]
+
+    plain = loaded()
+    assert conditions(plain) == ["eager", "first_build"]
+    assert plain.resolve_schedule_def("propagate_events_schedule").cron_schedule == "*/3 * * * *"
+    for name, value in {
+        "TRACEHOUSE_MODELS_CRON": "0 * * * *",
+        "PROPAGATION_INTERVAL_SECONDS": "600",
+        "TRACEHOUSE_START_DATE": "2025-06-01",
+        "LEGACY_DATABASE": "v3_archive",
+        "RAW_BUCKET": "elsewhere",
+    }.items():
+        monkeypatch.setenv(name, value)
+    defs = loaded()
+    assert conditions(defs) == ["on_cron(0 * * * *, UTC)", "first_build"]
+    assert defs.resolve_schedule_def("propagate_events_schedule").cron_schedule == "*/10 * * * *"
+    daily = defs.resolve_assets_def("usage_daily").partitions_def
+    assert daily.get_first_partition_key() == "2025-06-01"
+    legacy = defs.resolve_assets_def("legacy_observations").specs_by_key[dg.AssetKey("legacy_observations")]
+    assert legacy.metadata["dagster/table_name"] == "v3_archive.observations"
+    settings = defs.resources["settings"]
+    assert settings.raw_bucket == dg.EnvVar("RAW_BUCKET")  # the name in the UI, resolved when a run starts
+    assert settings.propagation_interval_seconds == dg.EnvVar.int("PROPAGATION_INTERVAL_SECONDS")
+    assert settings.raw_prefix == ""  # not set: the default, as a value
+
+
+def test_importing_the_code_location_reads_no_environment_variable():
+    """Every module of the code location imported with os.environ replaced by a mapping that records who
+    reads it: no read may come from this repository's code (only Dagster's own, which we do not own)."""
+    probe = f"""
+import os, sys, traceback
+repo = {str(REPO)!r}
+reads = []
+STDLIB_MAPPING = ("<frozen os>", "<frozen _collections_abc>")
+
+class Watched(type(os.environ)):
+    def __getitem__(self, key):
+        frames = traceback.extract_stack()[:-1]
+        caller = next(f for f in reversed(frames) if f.filename not in STDLIB_MAPPING)
+        if caller.filename.startswith(repo) and "/.venv/" not in caller.filename:
+            reads.append(f"{{key}} at {{caller.filename}}:{{caller.lineno}}")
+        return super().__getitem__(key)
+
+os.environ = Watched(os.environ._data, os.environ.encodekey, os.environ.decodekey,
+                     os.environ.encodevalue, os.environ.decodevalue)
+import orchestration.definitions as d
+list(d._stage_modules())
+import orchestration.cli
+print(reads)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -49,7 +49,7 @@ def test_s3_down_is_one_line_and_exit_3(env):
     done, seconds = _run_once({"S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"})
     _one_line(done, faults.EXIT_S3_UNREACHABLE, "S3 is unreachable")
     assert seconds < 60
-    log = (env.home / "logs" / "tracehouse.log").read_text()
+    log = (env.home_path / "logs" / "tracehouse.log").read_text()
     assert "Traceback" in log and "EndpointConnectionError" in log  # the details are kept
 
 
@@ -129,7 +129,7 @@ def test_a_postgres_url_without_its_driver_is_one_line_and_exit_2(env):
     it at once, without repeating the URL's password."""
     done, _ = _run_once({"DAGSTER_POSTGRES_URL": "postgres://dagster:s3cret-pw@127.0.0.1:5432/dagster"})
     _one_line(done, faults.EXIT_USAGE, "DAGSTER_POSTGRES_URL must be a SQLAlchemy URL naming its driver")
-    assert "s3cret-pw" not in done.stderr + (env.home / "logs" / "tracehouse.log").read_text()
+    assert "s3cret-pw" not in done.stderr + (env.home_path / "logs" / "tracehouse.log").read_text()
 
 
 def test_disk_full_is_recognised_from_the_os_and_from_clickhouse():

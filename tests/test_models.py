@@ -273,11 +273,11 @@ def test_checks_fail_on_tampered_data(filled):
 
 def _with_checks(*names: str) -> list:
     """The model assets and their checks, as a job of the code location holds them."""
-    from assets.models import MODEL_ASSETS, MODEL_CHECKS
+    from assets.models import MODEL_CHECKS, model_assets
 
     keys = {dg.AssetKey(name) for name in names}
     checks = [c for c in MODEL_CHECKS if c.check_key.asset_key in keys]
-    return [a for a in MODEL_ASSETS if a.key in keys] + checks
+    return [a for a in model_assets(load_settings()) if a.key in keys] + checks
 
 
 def test_models_materialize_in_dagster(filled, env):
@@ -449,9 +449,9 @@ def test_column_lineage_is_visible_without_dagster_plus(tmp_path):
     import sys
     from pathlib import Path
 
-    from assets.models import MODEL_ASSETS
+    from assets.models import model_assets
 
-    asset = next(a for a in MODEL_ASSETS if a.key.path[-1] == "usage_daily")
+    asset = next(a for a in model_assets(load_settings()) if a.key.path[-1] == "usage_daily")
     table = asset.specs_by_key[asset.key].metadata["column_lineage"].value
     assert "| observations | events_core.id |" in table
     assert "| total_cost | events_core.cost_details, events_core.total_cost |" in table

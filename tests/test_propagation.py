@@ -264,10 +264,9 @@ def test_killed_run_is_completed_exactly_once_by_the_next(env, s3, crash_at):
         assert {r["user_id"] for r in events(ch).values()} == {"user-7"}
 
 
-def test_events_core_truncates_and_flags(env, s3, monkeypatch):
-    monkeypatch.setenv("TRACEHOUSE_CORE_TRUNCATE_CHARS", "64")
+def test_events_core_truncates_and_flags(env, s3):
     with open_clickhouse(None, env.chdb_path) as ch:
-        apply_migrations(ch)
+        apply_migrations(ch, core_truncate_chars=64)  # TRACEHOUSE_CORE_TRUNCATE_CHARS=64
         summary = generate(s3, env.raw_bucket, "", objects=2, traces_per_object=3, payload_bytes=500, seed=7)
         load_objects(ch, s3, summary.keys, env, run_id="t")
         run(ch)

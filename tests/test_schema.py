@@ -123,6 +123,7 @@ def test_trace_attribute_states_of_0002_are_carried_into_ranked_tuples(tmp_path)
     """0005/0006 on a database that has 0002's argMax-state table: the latest values survive, and a crash
     before the bookkeeping row (simulated by forgetting 0005/0006) re-runs them without harm."""
     from orchestration.schema import _template_values, render
+    from orchestration.settings import CORE_TRUNCATE_CHARS
     from orchestration.sql_macros import sql_module
 
     zero = "(toDateTime64(0, 6, 'UTC'), toDateTime64(0, 6, 'UTC'))"
@@ -131,7 +132,7 @@ def test_trace_attribute_states_of_0002_are_carried_into_ranked_tuples(tmp_path)
         (v2,) = [m for m in load_migrations() if m.version == 2]
         (create_old,) = [
             s
-            for s in render(v2.template, **_template_values())
+            for s in render(v2.template, **_template_values(CORE_TRUNCATE_CHARS))
             if s.startswith("CREATE TABLE IF NOT EXISTS tracehouse.trace_attributes ")
         ]
         ch.command(create_old)

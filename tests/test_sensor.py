@@ -3,7 +3,7 @@
 import dagster as dg
 import orjson
 
-from orchestration.resources import RawBucketS3
+from orchestration.resources import RawBucketS3, SettingsResource
 from sensors.raw_bucket import ScanLimits, plan_runs, raw_bucket_sensor, run_key_for, scan
 from tests.conftest import minute_key, put
 
@@ -69,8 +69,9 @@ def test_runs_are_bounded_and_run_keys_stable():
 def test_sensor_requests_runs_with_run_keys_and_reports_the_raw_asset(env, s3):
     keys = _put_many(s3, env, "p1", "otlp", "2026-11-24T12:00", ["a.json", "b.json"])
     resource = RawBucketS3(endpoint_url=env.s3_endpoint_url, region_name="us-east-1")
+    settings = SettingsResource(**env.model_dump())
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, resources={"s3": resource})
+        context = dg.build_sensor_context(instance=instance, resources={"s3": resource, "settings": settings})
         result = raw_bucket_sensor(context)
         assert len(result.run_requests) == 1
         request = result.run_requests[0]
@@ -79,7 +80,9 @@ def test_sensor_requests_runs_with_run_keys_and_reports_the_raw_asset(env, s3):
         assert result.asset_events[0].asset_key == dg.AssetKey("raw_batches")
 
         again = raw_bucket_sensor(
-            dg.build_sensor_context(instance=instance, cursor=result.cursor, resources={"s3": resource})
+            dg.build_sensor_context(
+                instance=instance, cursor=result.cursor, resources={"s3": resource, "settings": settings}
+            )
         )
         assert again.run_requests == [] and again.skip_reason is not None
         assert orjson.loads(again.cursor)["prefixes"]

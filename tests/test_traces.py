@@ -10,6 +10,7 @@ from orchestration.clickhouse import query_rows
 from orchestration.loader import load_objects
 from orchestration.models import load_models, rebuild
 from orchestration.propagation import propagate
+from orchestration.settings import CORE_TRUNCATE_CHARS
 from tests.conftest import INGESTION_V2, OTLP_PB, minute_key, put
 
 DB = "tracehouse"
@@ -27,12 +28,12 @@ def _trace_only() -> bytes:
     return orjson.dumps({**batch, "batch": events})
 
 
-def _summaries(ch) -> dict[str, dict]:
-    rebuild(ch, load_models()["trace_summaries"])
+def _summaries(ch, truncate_chars: int = CORE_TRUNCATE_CHARS) -> dict[str, dict]:
+    rebuild(ch, load_models()["trace_summaries"], truncate_chars=truncate_chars)
     return {r["trace_id"]: r for r in query_rows(ch, f"SELECT * FROM {DB}.trace_summaries")}
 
 
-def test_every_trace_is_a_row_with_its_input_and_output(env, s3, ch, monkeypatch):
+def test_every_trace_is_a_row_with_its_input_and_output(env, s3, ch):
     keys = [
         put(s3, env, minute_key("p1", "ingestion", "v2.json"), INGESTION_V2.read_bytes()),
         put(s3, env, minute_key("p1", "ingestion", "only.json"), _trace_only()),
@@ -69,9 +70,7 @@ def test_every_trace_is_a_row_with_its_input_and_output(env, s3, ch, monkeypatch
     assert (v5["input"], v5["output"]) == (root["input"], root["output"]) and "France" in v5["input"]
 
     # full values by trace id, truncated in the summary like events_core
-    monkeypatch.setenv("TRACEHOUSE_CORE_TRUNCATE_CHARS", "5")
-    load_models.cache_clear()
-    assert _summaries(ch)[V2_TRACE]["input"] == '{"q":'[:5]
+    assert _summaries(ch, truncate_chars=5)[V2_TRACE]["input"] == '{"q":'[:5]
     full = query_rows(
         ch, f"SELECT input FROM {DB}.traces_current WHERE trace_id = {{t:String}}", {"t": V2_TRACE}
     )

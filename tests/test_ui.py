@@ -35,7 +35,7 @@ def ran(seaweed, tmp_path_factory) -> Iterator[dict]:
 
 def _run_pipeline(env, s3, monkeypatch) -> dict:
     from assets.events import EVENTS_CHECKS, propagate_events, propagation
-    from assets.models import MODEL_ASSETS, MODEL_CHECKS
+    from assets.models import MODEL_CHECKS, model_assets
     from assets.schema import clickhouse_schema
     from assets.staging import staging_tables
     from orchestration.dagster_runs import write_dagster_home
@@ -65,7 +65,7 @@ def _run_pipeline(env, s3, monkeypatch) -> dict:
     def model(*names: str) -> list:  # a model and its checks, as the code location's jobs hold them
         keys = {dg.AssetKey(n) for n in names}
         checks = [c for c in MODEL_CHECKS if c.check_key.asset_key in keys]
-        return [a for a in MODEL_ASSETS if a.key in keys] + checks
+        return [a for a in model_assets(load_settings()) if a.key in keys] + checks
 
     day = "2026-11-24"
     assert dg.materialize(
