@@ -24,12 +24,16 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from orchestration.settings import ConfigError
+
 
 class EmbeddedClickHouseBusy(RuntimeError):
     """Another process holds the embedded ClickHouse data folder."""
 
 
 class ClickHouse(Protocol):
+    cluster: str | None  # CLICKHOUSE_CLUSTER: schema statements go ON CLUSTER with Replicated engines
+
     def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None: ...
 
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table: ...
@@ -86,15 +90,10 @@ def format_param(value: Any) -> str:
     raise TypeError(f"unsupported query parameter type {type(value).__name__}")
 
 
-def cluster_name() -> str | None:
-    """``CLICKHOUSE_CLUSTER``: when set, schema statements are sent ``ON CLUSTER`` (docs/operations.md)."""
-    return os.environ.get("CLICKHOUSE_CLUSTER") or None
-
-
-def on_cluster() -> str:
-    """The ``ON CLUSTER`` clause of a DDL statement, empty outside cluster mode."""
-    cluster = cluster_name()
-    return f" ON CLUSTER {cluster}" if cluster else ""
+def on_cluster(ch: ClickHouse) -> str:
+    """The ``ON CLUSTER`` clause of a DDL statement on ``ch``, empty outside cluster mode
+    (docs/operations.md)."""
+    return f" ON CLUSTER {ch.cluster}" if ch.cluster else ""
 
 
 def replicated(engine: str) -> str:
@@ -114,6 +113,8 @@ def _chdb_params(params: Mapping[str, Any] | None) -> dict[str, str] | None:
 
 class ChdbClickHouse:
     """Embedded ClickHouse (chDB) with its data under a local folder."""
+
+    cluster = None  # one process, one node
 
     def __init__(self, conn: Any):
         self._conn = conn
@@ -168,8 +169,9 @@ def _connect_params(params: Mapping[str, Any] | None) -> dict[str, _Formatted] |
 class ConnectClickHouse:
     """A real ClickHouse server through clickhouse-connect (HTTP), same SQL as chDB."""
 
-    def __init__(self, client: Any):
+    def __init__(self, client: Any, cluster: str | None = None):
         self._client = client
+        self.cluster = cluster
 
     def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self._client.command(sql, parameters=_connect_params(params))
@@ -296,14 +298,23 @@ _EMBEDDED = _EmbeddedRegistry()
 
 
 @contextmanager
-def open_clickhouse(url: str | None, chdb_path: Path, wait_seconds: float = 120.0) -> Iterator[ClickHouse]:
-    """Open the configured backend for the duration of a block (a run, a CLI command, a test)."""
+def open_clickhouse(
+    url: str | None, chdb_path: Path, wait_seconds: float = 120.0, cluster: str | None = None
+) -> Iterator[ClickHouse]:
+    """Open the configured backend for the duration of a block (a run, a CLI command, a test); ``cluster``
+    (CLICKHOUSE_CLUSTER) makes the schema statements sent through it cluster-wide."""
+    if cluster and not url:
+        raise ConfigError(
+            "CLICKHOUSE_CLUSTER needs a server: set CLICKHOUSE_URL too (embedded chDB is one node)"
+        )
     if url:
         import clickhouse_connect
 
         # No session id: one client is shared by threads (an asset and its checks, the loader's workers), and
         # a server refuses concurrent requests in one session (SESSION_IS_LOCKED). Nothing here needs one.
-        client = ConnectClickHouse(clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False))
+        client = ConnectClickHouse(
+            clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False), cluster or None
+        )
         try:
             yield client
         finally:

@@ -152,7 +152,7 @@ def load_prices(ch: ClickHouse, user_prices: Path | None = None, db: str = DATAB
     rows = langfuse_rows(orjson.loads(default))
     if user_prices:
         rows += csv_rows(user, f"user:{user_prices.name}")
-    ch.command(f"TRUNCATE TABLE {db}.model_prices{on_cluster()}")
+    ch.command(f"TRUNCATE TABLE {db}.model_prices{on_cluster(ch)}")
     table = pa.Table.from_pylist([{**r, "seed_hash": seed_hash} for r in rows], SCHEMA)
     ch.insert_arrow(f"{db}.model_prices", table)
     return seed_hash

@@ -29,7 +29,6 @@ import sqlglot
 
 from orchestration.clickhouse import (
     ClickHouse,
-    cluster_name,
     on_cluster,
     query_rows,
     query_scalar,
@@ -241,10 +240,10 @@ def column_lineage(model: Model, models: dict[str, Model]) -> Lineage:
 # --- building ----------------------------------------------------------------------------------------
 
 
-def _engine_clause(model: Model) -> str:
+def _engine_clause(model: Model, cluster: str | None) -> str:
     """Engine, partition and order of a model table; Replicated (Keeper path by table UUID) on a cluster."""
     engine = model.config.get("engine", "MergeTree")
-    if cluster_name():
+    if cluster:
         engine = replicated(engine)
     parts = [f"ENGINE = {engine}"]
     if model.incremental or model.keyed:
@@ -255,13 +254,13 @@ def _engine_clause(model: Model) -> str:
 
 def create_empty(ch: ClickHouse, model: Model, table: str, db: str) -> None:
     ch.command(
-        f"CREATE TABLE IF NOT EXISTS {db}.{table}{on_cluster()} {_engine_clause(model)} "
+        f"CREATE TABLE IF NOT EXISTS {db}.{table}{on_cluster(ch)} {_engine_clause(model, ch.cluster)} "
         f"EMPTY AS {select_sql(model, db)}"  # the columns only: the truncation width does not matter
     )
 
 
 def drop_table(ch: ClickHouse, db: str, table: str) -> None:
-    ch.command(f"DROP TABLE IF EXISTS {db}.`{table}`{on_cluster()} SYNC")
+    ch.command(f"DROP TABLE IF EXISTS {db}.`{table}`{on_cluster(ch)} SYNC")
 
 
 def table_exists(ch: ClickHouse, table: str, db: str) -> bool:
@@ -343,10 +342,10 @@ def rebuild(
             )
     rows = query_scalar(ch, f"SELECT count() FROM {db}.{shadow}")  # noqa: S608
     if table_exists(ch, model.name, db):
-        ch.command(f"EXCHANGE TABLES {db}.{shadow} AND {db}.{model.name}{on_cluster()}")
+        ch.command(f"EXCHANGE TABLES {db}.{shadow} AND {db}.{model.name}{on_cluster(ch)}")
         drop_table(ch, db, shadow)
     else:
-        ch.command(f"RENAME TABLE {db}.{shadow} TO {db}.{model.name}{on_cluster()}")
+        ch.command(f"RENAME TABLE {db}.{shadow} TO {db}.{model.name}{on_cluster(ch)}")
     return rows
 
 

@@ -142,7 +142,7 @@ def _refresh_keys(
     params = {"sources": change_sources(model), "since": since, "until": until}
     try:
         ch.command(
-            f"CREATE TABLE {db}.{keys}{on_cluster()} ENGINE = MergeTree ORDER BY (project_id, key) AS "  # noqa: S608
+            f"CREATE TABLE {db}.{keys}{on_cluster(ch)} ENGINE = MergeTree ORDER BY (project_id, key) AS "  # noqa: S608
             f"SELECT DISTINCT toString(project_id) AS project_id, {key} AS key FROM {db}.change_log "
             "WHERE source IN {sources:Array(String)} AND recorded_at > {since:DateTime64(6, 'UTC')} "
             f"AND recorded_at <= {{until:DateTime64(6, 'UTC')}} AND {key} != ''",
@@ -154,7 +154,7 @@ def _refresh_keys(
         in_keys = f"(project_id, {key}) IN (SELECT project_id, key FROM {db}.{keys})"  # noqa: S608
         # the rows the changed keys have now: recorded below, with the new ones, for the models built on this
         ch.command(
-            f"CREATE TABLE {db}.{old}{on_cluster()} ENGINE = MergeTree ORDER BY tuple() AS "  # noqa: S608
+            f"CREATE TABLE {db}.{old}{on_cluster(ch)} ENGINE = MergeTree ORDER BY tuple() AS "  # noqa: S608
             f"SELECT {_change_columns(model)} FROM {db}.{model.name} WHERE {in_keys}"
         )
         create_empty(ch, model, scratch, db)

@@ -52,7 +52,7 @@ def replay_from_raw(
     before_swap: Callable[[], None] | None = None,
 ) -> RawReplay:
     shadow = f"{db}_replay"
-    ch.command(f"DROP DATABASE IF EXISTS {shadow}{on_cluster()} SYNC")
+    ch.command(f"DROP DATABASE IF EXISTS {shadow}{on_cluster(ch)} SYNC")
     apply_migrations(ch, db=shadow, core_truncate_chars=settings.core_truncate_chars)
     started = server_now(ch)  # live work from here on is done again on the new tables after the swap
     legacy = sorted(done_parts(ch, db))
@@ -71,7 +71,7 @@ def replay_from_raw(
     if before_swap:
         before_swap()
     for table in SWAPPED:
-        ch.command(f"EXCHANGE TABLES {db}.{table} AND {shadow}.{table}{on_cluster()}")
+        ch.command(f"EXCHANGE TABLES {db}.{table} AND {shadow}.{table}{on_cluster(ch)}")
     caught_up = 0
     mark = watermark(ch, db)
     if mark is not None and mark > started:
@@ -81,7 +81,7 @@ def replay_from_raw(
     for part in sorted(done_parts(ch, db, since=started)):  # migrated into the old tables meanwhile
         migrate_part(ch, part, db=db)
     observations = query_scalar(ch, f"SELECT count() FROM {db}.events")  # noqa: S608
-    ch.command(f"DROP DATABASE IF EXISTS {shadow}{on_cluster()} SYNC")
+    ch.command(f"DROP DATABASE IF EXISTS {shadow}{on_cluster(ch)} SYNC")
     return RawReplay(
         objects=len(keys),
         loaded=loaded,

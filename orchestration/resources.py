@@ -26,6 +26,9 @@ class ClickHouseResource(dg.ConfigurableResource):
     home: str = Field(
         default=".tracehouse", description="TRACEHOUSE_HOME: embedded data lives in <home>/clickhouse"
     )
+    cluster: str | None = Field(
+        default=None, description="CLICKHOUSE_CLUSTER: schema statements ON CLUSTER, Replicated engines"
+    )
     lock_wait_seconds: float = Field(
         default=300.0, description="how long a run waits for the embedded folder"
     )
@@ -40,7 +43,7 @@ class ClickHouseResource(dg.ConfigurableResource):
         schema is applied by its own step (the ``clickhouse_schema`` asset, which alone passes
         ``schema_checked=False``), never as a side effect of opening a connection."""
         chdb_path = Path(self.home).resolve() / "clickhouse"
-        with open_clickhouse(self.url, chdb_path, self.lock_wait_seconds) as ch:
+        with open_clickhouse(self.url, chdb_path, self.lock_wait_seconds, self.cluster) as ch:
             if schema_checked:
                 with run_failures():  # one line, exit 2, never retried (a configuration fault)
                     require_current(ch)
@@ -95,7 +98,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
     settings = settings or load_settings()
     return {
         "settings": settings_resource(settings),
-        "clickhouse": ClickHouseResource(url=_env("CLICKHOUSE_URL"), home=settings.home),
+        "clickhouse": ClickHouseResource(
+            url=_env("CLICKHOUSE_URL"), home=settings.home, cluster=_env("CLICKHOUSE_CLUSTER")
+        ),
         "s3": RawBucketS3(
             endpoint_url=_env("S3_ENDPOINT_URL"),
             aws_access_key_id=_env("AWS_ACCESS_KEY_ID"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -126,18 +125,15 @@ def require_current(ch: ClickHouse, db: str = DATABASE) -> None:
 
 
 def apply_migrations(
-    ch: ClickHouse,
-    db: str = DATABASE,
-    cluster: str | None = None,
-    core_truncate_chars: int = CORE_TRUNCATE_CHARS,
+    ch: ClickHouse, db: str = DATABASE, core_truncate_chars: int = CORE_TRUNCATE_CHARS
 ) -> list[int]:
     """Apply pending migrations in order; returns the versions applied now (``core_truncate_chars``:
     TRACEHOUSE_CORE_TRUNCATE_CHARS, the text events_core's materialized view keeps).
 
-    ``cluster`` (default: CLICKHOUSE_CLUSTER) renders every statement ``ON CLUSTER`` with Replicated
-    engines, plus Distributed tables for reads.
+    On a connection to a cluster (``ch.cluster``, CLICKHOUSE_CLUSTER) every statement is rendered
+    ``ON CLUSTER`` with Replicated engines, plus Distributed tables for reads.
     """
-    cluster = cluster if cluster is not None else os.environ.get("CLICKHOUSE_CLUSTER") or None
+    cluster = ch.cluster
     for statement in render(_BOOKKEEPING, db, cluster):
         ch.command(statement)
     done = {row["version"] for row in query_rows(ch, f"SELECT DISTINCT version FROM {db}.schema_migrations")}  # noqa: S608
@@ -179,7 +175,7 @@ def write_columns_file() -> Path:
 
     target = Path(str(resources.files("orchestration.ddl").joinpath(COLUMNS_FILE)))
     with tempfile.TemporaryDirectory() as scratch, open_clickhouse(None, Path(scratch) / "ch") as ch:
-        apply_migrations(ch, cluster="")  # columns do not depend on the cluster form
+        apply_migrations(ch)  # embedded: the single-node form (columns do not depend on it)
         target.write_text(json.dumps(columns_snapshot(ch), indent=1) + "\n")
     return target
 

@@ -104,3 +104,12 @@ def test_second_process_on_the_same_folder_gets_a_clear_error(tmp_path):
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.stdout.startswith("busy:"), out.stdout + out.stderr
     assert str(folder) in out.stdout and f"process {os.getpid()}" in out.stdout
+
+
+def test_a_cluster_name_without_a_server_is_refused(tmp_path):
+    """CLICKHOUSE_CLUSTER with embedded chDB would render ON CLUSTER statements one node cannot run."""
+    from orchestration.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="CLICKHOUSE_CLUSTER needs a server"):
+        with open_clickhouse(None, tmp_path / "ch", cluster="prod"):
+            pass

@@ -80,10 +80,9 @@ def test_every_schema_statement_sent_in_cluster_mode_is_on_cluster(env, s3, tmp_
     from tests.clickhouse_http import ClickHouseHTTP
 
     record = tmp_path / "statements.jsonl"
-    monkeypatch.setenv("CLICKHOUSE_CLUSTER", "prod")
     with (
         ClickHouseHTTP.serving(tmp_path / "node", record=record, cluster="prod") as url,
-        open_clickhouse(url, env.chdb_path) as ch,
+        open_clickhouse(url, env.chdb_path, cluster="prod") as ch,  # CLICKHOUSE_CLUSTER=prod
     ):
         apply_migrations(ch)
         keys = generate(s3, env.raw_bucket, "", objects=2, traces_per_object=3, seed=5).keys
