@@ -8,6 +8,7 @@ keys that changed since their last build (``orchestration/refresh.py``); with ``
 in.
 """
 
+import functools
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -67,9 +68,14 @@ class ModelBuildConfig(dg.Config):
     full: bool = False  # keyed models: rebuild whole (a replay) instead of applying what changed
 
 
-def _model_asset(model: Model, models: dict[str, Model], settings: Settings) -> dg.AssetsDefinition:
+@functools.cache  # sqlglot's lineage walk: once per process, not each time the definitions are built
+def _lineage(name: str) -> dict:
+    return lineage_metadata(column_lineage(MODELS[name], MODELS))
+
+
+def _model_asset(model: Model, settings: Settings) -> dg.AssetsDefinition:
     deps = [dg.AssetKey(name) for name in (*model.sources, *model.refs)]
-    lineage = lineage_metadata(column_lineage(model, models))
+    lineage = _lineage(model.name)
 
     @dg.asset(
         name=model.name,
@@ -206,7 +212,7 @@ INCREMENTAL = [dg.AssetKey(m.name) for m in MODELS.values() if m.incremental]
 def model_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     """The model assets, whose daily partitions start at TRACEHOUSE_START_DATE and whose automation follows
     TRACEHOUSE_MODELS_CRON."""
-    return [_model_asset(m, MODELS, settings) for m in MODELS.values()]
+    return [_model_asset(m, settings) for m in MODELS.values()]
 
 
 def configured_definitions(settings: Settings) -> dg.Definitions:
