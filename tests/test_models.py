@@ -280,8 +280,10 @@ def _with_checks(*names: str) -> list:
     return [a for a in model_assets(load_settings()) if a.key in keys] + checks
 
 
-def test_models_materialize_in_dagster(filled, env):
+def test_models_materialize_in_dagster(filled, env, monkeypatch):
     from orchestration.resources import build_resources
+
+    monkeypatch.setenv("TRACEHOUSE_CORE_TRUNCATE_CHARS", "8")  # reaches the assets as the settings resource
 
     *earlier, last = days_in_events(filled)
     for other in earlier:  # other days already built: the day's materialization must not count them
@@ -298,6 +300,8 @@ def test_models_materialize_in_dagster(filled, env):
         m.materialization.asset_key.path[-1]: m.materialization.metadata
         for m in tables.get_asset_materialization_events()
     }
+    longest = query_scalar(filled, f"SELECT max(lengthUTF8(input)) FROM {DB}.trace_summaries")
+    assert longest == 8  # truncate() cut to the configured width (longer inputs exist in the fixtures)
     lineage = meta["trace_summaries"]["dagster/column_lineage"].value
     assert dg.TableColumnDep(dg.AssetKey("traces"), "name") in lineage.deps_by_column["name"]
     assert meta["session_summaries"]["dagster/row_count"].value > 0
