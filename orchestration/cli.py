@@ -49,9 +49,9 @@ def environment(start_s3: bool = True) -> Iterator[Settings]:
             stack.callback(server.stop)
             os.environ.update(server.env())
             settings = load_settings()
-        from orchestration.local_s3 import ensure_bucket, s3_client
+        from orchestration.local_s3 import ensure_bucket, raw_bucket_client
 
-        ensure_bucket(s3_client(settings.s3_endpoint_url), settings.raw_bucket)
+        ensure_bucket(raw_bucket_client(settings), settings.raw_bucket)
         yield settings
 
 
@@ -193,9 +193,9 @@ def _require_free_port(port: int) -> None:
 
 def _demo_loop(settings: Settings, interval: float, stop: threading.Event) -> None:
     from orchestration.generate import generate
-    from orchestration.local_s3 import s3_client
+    from orchestration.local_s3 import raw_bucket_client
 
-    client = s3_client(settings.s3_endpoint_url)
+    client = raw_bucket_client(settings)
     while not stop.is_set():
         try:
             generate(client, settings.raw_bucket, settings.raw_prefix, objects=4, traces_per_object=25)
@@ -452,7 +452,7 @@ def bench(scale: float, only: str, results: Path | None) -> None:
 
     from bench.run import RESULTS, STAGES, markdown, run, run_e2e_stage
     from orchestration.clickhouse import open_clickhouse
-    from orchestration.local_s3 import s3_client
+    from orchestration.local_s3 import raw_bucket_client
 
     chosen = tuple(s for s in only.split(",") if s)
     unknown = set(chosen) - set(STAGES)
@@ -469,7 +469,7 @@ def bench(scale: float, only: str, results: Path | None) -> None:
         os.environ["TRACEHOUSE_HOME"] = home
         os.environ.pop("S3_ENDPOINT_URL", None)
         with environment() as settings, console.status("benchmarking") as status:
-            client = s3_client(settings.s3_endpoint_url)
+            client = raw_bucket_client(settings)
 
             def say(message: str) -> None:
                 status.update(message)
@@ -614,13 +614,13 @@ def generate(
     """Write synthetic raw batches of every format into the raw bucket (or legacy tables with --legacy)."""
     from orchestration.generate import generate as write
     from orchestration.langfuse_bucket import write_langfuse_bucket
-    from orchestration.local_s3 import s3_client
+    from orchestration.local_s3 import raw_bucket_client
 
     if legacy_observations is not None:
         _generate_legacy(legacy_observations)
         return
     with environment() as settings:
-        client = s3_client(settings.s3_endpoint_url)
+        client = raw_bucket_client(settings)
         project_ids = tuple(p for p in projects.split(",") if p)
         if layout == "langfuse":
             summary = write_langfuse_bucket(

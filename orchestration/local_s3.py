@@ -23,6 +23,7 @@ import boto3
 from botocore.config import Config
 
 from orchestration.processes import running
+from orchestration.settings import S3_READ_TIMEOUT_SECONDS, S3_REGION, Settings
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -83,21 +84,22 @@ def s3_client(
     access_key: str | None = None,
     secret_key: str | None = None,
     region: str | None = None,
+    read_timeout: float = S3_READ_TIMEOUT_SECONDS,
     patient: bool = True,
 ):
     """A boto3 client with path-style addressing (what SeaweedFS and most S3 clones need).
 
     Timeouts are bounded so an endpoint that hangs fails a command within a minute: 5 s to connect,
-    ``TRACEHOUSE_S3_READ_TIMEOUT_SECONDS`` (15) per read, 3 attempts with backoff. ``patient=False`` is for
-    probing: one attempt with short timeouts.
+    ``read_timeout`` (TRACEHOUSE_S3_READ_TIMEOUT_SECONDS) per read, 3 attempts with backoff.
+    ``patient=False`` is for probing: one attempt with short timeouts. Keys left out are found by boto3's
+    own chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, then profiles and instance roles).
     """
-    read_timeout = float(os.environ.get("TRACEHOUSE_S3_READ_TIMEOUT_SECONDS") or 15)
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url,
-        aws_access_key_id=access_key or os.environ.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY"),
-        region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=region or S3_REGION,
         config=Config(
             s3={"addressing_style": "path"},
             retries={"max_attempts": 3 if patient else 1, "mode": "standard"},
@@ -105,6 +107,13 @@ def s3_client(
             connect_timeout=min(5, read_timeout) if patient else 2,
             read_timeout=read_timeout if patient else 5,
         ),
+    )
+
+
+def raw_bucket_client(settings: Settings):
+    """The raw bucket's client as the command line makes it from ``settings`` (in Dagster: RawBucketS3)."""
+    return s3_client(
+        settings.s3_endpoint_url, region=settings.aws_region, read_timeout=settings.s3_read_timeout_seconds
     )
 
 

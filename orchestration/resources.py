@@ -16,7 +16,7 @@ from pydantic import Field
 from orchestration.clickhouse import ClickHouse, open_clickhouse
 from orchestration.faults import run_failures
 from orchestration.schema import require_current
-from orchestration.settings import Settings, environment_names, load_settings
+from orchestration.settings import S3_READ_TIMEOUT_SECONDS, Settings, environment_names, load_settings
 
 
 class ClickHouseResource(dg.ConfigurableResource):
@@ -63,12 +63,19 @@ class RawBucketS3(dg.ConfigurableResource):
     aws_access_key_id: str | None = Field(default=None, description="from the environment (dg.EnvVar)")
     aws_secret_access_key: str | None = Field(default=None, description="from the environment (dg.EnvVar)")
     region_name: str | None = Field(default=None, description="AWS_REGION")
+    read_timeout_seconds: int = Field(
+        default=S3_READ_TIMEOUT_SECONDS, description="TRACEHOUSE_S3_READ_TIMEOUT_SECONDS: per request"
+    )
 
     def get_client(self) -> Any:
         from orchestration.local_s3 import s3_client
 
         return s3_client(
-            self.endpoint_url, self.aws_access_key_id, self.aws_secret_access_key, self.region_name
+            self.endpoint_url,
+            self.aws_access_key_id,
+            self.aws_secret_access_key,
+            self.region_name,
+            self.read_timeout_seconds,
         )
 
 
@@ -105,6 +112,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
             endpoint_url=_env("S3_ENDPOINT_URL"),
             aws_access_key_id=_env("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
-            region_name=os.environ.get("AWS_REGION") or "us-east-1",
+            region_name=settings.aws_region,
+            read_timeout_seconds=settings.s3_read_timeout_seconds,
         ),
     }

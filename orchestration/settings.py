@@ -23,6 +23,8 @@ DATABASE = "tracehouse"
 # Defaults that library functions also take when a caller does not pass the configured value
 LEGACY_DATABASE = "legacy"  # LEGACY_DATABASE: the older deployment's tables the migration reads
 CORE_TRUNCATE_CHARS = 2048  # TRACEHOUSE_CORE_TRUNCATE_CHARS: text events_core and truncate() keep
+S3_READ_TIMEOUT_SECONDS = 15  # TRACEHOUSE_S3_READ_TIMEOUT_SECONDS: a hung S3 endpoint fails within a minute
+S3_REGION = "us-east-1"  # AWS_REGION
 
 
 class ConfigError(ValueError):
@@ -61,6 +63,12 @@ class Settings(BaseModel):
 
     home: str = _env("TRACEHOUSE_HOME", ".tracehouse", "embedded ClickHouse, SeaweedFS data, DAGSTER_HOME")
     s3_endpoint_url: str | None = _env("S3_ENDPOINT_URL", None, "S3 endpoint; empty = AWS")
+    aws_region: str = _env("AWS_REGION", S3_REGION, "region of the raw bucket")
+    s3_read_timeout_seconds: int = _env(
+        "TRACEHOUSE_S3_READ_TIMEOUT_SECONDS",
+        S3_READ_TIMEOUT_SECONDS,
+        "S3 read timeout per request (3 attempts)",
+    )
     raw_bucket: str = _env("RAW_BUCKET", "tracehouse-raw", "bucket of the raw batches")
     raw_prefix: str = _env("RAW_PREFIX", "", "key prefix the sensor lists under")
     propagation_delay_seconds: int = _env(
