@@ -249,6 +249,7 @@ def test_settings_shape_the_definitions_they_name_when_loaded_not_when_imported(
         "TRACEHOUSE_START_DATE": "2025-06-01",
         "LEGACY_DATABASE": "v3_archive",
         "RAW_BUCKET": "elsewhere",
+        "TRACEHOUSE_S3_READ_TIMEOUT_SECONDS": "7",
     }.items():
         monkeypatch.setenv(name, value)
     defs = loaded()
@@ -262,6 +263,7 @@ def test_settings_shape_the_definitions_they_name_when_loaded_not_when_imported(
     assert settings.raw_bucket == dg.EnvVar("RAW_BUCKET")  # the name in the UI, resolved when a run starts
     assert settings.propagation_interval_seconds == dg.EnvVar.int("PROPAGATION_INTERVAL_SECONDS")
     assert settings.raw_prefix == ""  # not set: the default, as a value
+    assert defs.resources["s3"].read_timeout_seconds == 7  # the raw bucket's client in every run
 
 
 def test_importing_the_code_location_reads_no_environment_variable():
