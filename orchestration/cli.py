@@ -350,22 +350,29 @@ def _require_success(run) -> None:
     raise SystemExit(why.metadata.get("fault_code", EXIT_FAILED))
 
 
+def _clickhouse(settings: Settings):
+    """ClickHouse for the command's own reads and the legacy demo tables, opened as the code location's
+    resource opens it: CLICKHOUSE_URL (else embedded chDB under the home) and CLICKHOUSE_CLUSTER."""
+    from orchestration.clickhouse import open_clickhouse
+
+    url, cluster = os.environ.get("CLICKHOUSE_URL"), os.environ.get("CLICKHOUSE_CLUSTER")
+    return open_clickhouse(url, settings.chdb_path, cluster=cluster)
+
+
 def _days_with_events(settings: Settings) -> list[date]:
     from assets.models import daily_partitions
-    from orchestration.clickhouse import open_clickhouse
     from orchestration.models import days_in_events
 
     daily = daily_partitions(settings.start_date)
-    with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:  # after apply_schema
+    with _clickhouse(settings) as ch:  # after apply_schema
         return [d for d in days_in_events(ch) if daily.has_partition_key(d.isoformat())]
 
 
 def _generate_legacy(observations: int) -> None:
-    from orchestration.clickhouse import open_clickhouse
     from orchestration.legacy import generate_legacy
 
     settings = load_settings()
-    with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:  # legacy tables only
+    with _clickhouse(settings) as ch:  # legacy tables only
         with console.status(f"writing {observations:,} legacy observations"):
             written = generate_legacy(ch, observations, db=settings.legacy_database)
     console.print(
@@ -381,7 +388,6 @@ def migrate(rows_per_part: int, redo: bool) -> None:
     """Historic migration, headless: freeze the legacy tables into parts, migrate and verify each part —
     the legacy_snapshot asset and one legacy_migration partition per part, as runs of the Dagster instance."""
     from assets.migration import partition_key
-    from orchestration.clickhouse import open_clickhouse
     from orchestration.dagster_runs import failure, materialized, run_job
     from orchestration.migration import done_parts, parts
 
@@ -394,7 +400,7 @@ def migrate(rows_per_part: int, redo: bool) -> None:
             run_config={"ops": {"legacy_snapshot": {"config": {"rows_per_part": rows_per_part}}}},
         )
     _require_success(snap)
-    with open_clickhouse(os.environ.get("CLICKHOUSE_URL"), settings.chdb_path) as ch:
+    with _clickhouse(settings) as ch:
         found = parts(ch)
         skip = set() if redo else done_parts(ch)
     todo = [p for p in found if p.name not in skip]

@@ -138,10 +138,10 @@ def apply_migrations(
         ch.command(statement)
     done = {row["version"] for row in query_rows(ch, f"SELECT DISTINCT version FROM {db}.schema_migrations")}  # noqa: S608
     applied = []
+    values = _template_values(core_truncate_chars)
     for migration in load_migrations():
         if migration.version in done:
             continue
-        values = _template_values(core_truncate_chars)
         for statement in render(migration.template, db=db, cluster=cluster, **values):
             ch.command(statement)
         ch.command(
